@@ -1,0 +1,55 @@
+//! WebSocket close codes the server sends, and why. Codes 1000–1015 are RFC 6455's; 4000–4999 are
+//! this protocol's own. A client decides from the code whether to reconnect: see
+//! [`should_reconnect`].
+
+/// Normal closure: the client logged out, or closed first.
+pub const NORMAL: u16 = 1000;
+/// The server is shutting down (SIGINT/SIGTERM). Reconnect with backoff.
+pub const GOING_AWAY: u16 = 1001;
+/// The client sent a binary frame; the protocol is JSON in text frames only.
+pub const UNSUPPORTED_DATA: u16 = 1003;
+/// A frame was larger than [`crate::limits::MAX_FRAME_BYTES`].
+pub const MESSAGE_TOO_BIG: u16 = 1009;
+/// The server hit an internal error it cannot recover from on this connection.
+pub const INTERNAL_ERROR: u16 = 1011;
+/// The client broke the protocol: no `hello` as the first frame, or too many malformed frames
+/// in a row ([`crate::limits::MAX_CONSECUTIVE_BAD_FRAMES`]).
+pub const PROTOCOL_ERROR: u16 = 4000;
+/// The connection did not authenticate within the server's auth timeout.
+pub const AUTH_TIMEOUT: u16 = 4001;
+/// `hello` offered no protocol version the server speaks.
+pub const UNSUPPORTED_VERSION: u16 = 4002;
+/// The token this connection authenticated with was revoked (logout from any connection).
+pub const TOKEN_REVOKED: u16 = 4003;
+/// The client stopped reading: its outbound queue filled up. Reconnect and catch up with
+/// `since_seq`.
+pub const SLOW_CONSUMER: u16 = 4008;
+/// The client kept sending after being told `rate_limited`.
+pub const RATE_LIMIT_ABUSE: u16 = 4009;
+/// The client stopped answering pings.
+pub const HEARTBEAT_TIMEOUT: u16 = 4010;
+
+/// Whether a client should reconnect after the server closed with `code`: yes after an outage or
+/// a transient fault, no after the server ended the session on purpose or the client is broken.
+pub fn should_reconnect(code: u16) -> bool {
+    !matches!(
+        code,
+        NORMAL | UNSUPPORTED_DATA | PROTOCOL_ERROR | UNSUPPORTED_VERSION | TOKEN_REVOKED
+    )
+}
+
+/// Every close code above, with its name, for documentation and tests.
+pub const ALL: &[(u16, &str)] = &[
+    (NORMAL, "normal"),
+    (GOING_AWAY, "going_away"),
+    (UNSUPPORTED_DATA, "unsupported_data"),
+    (MESSAGE_TOO_BIG, "message_too_big"),
+    (INTERNAL_ERROR, "internal_error"),
+    (PROTOCOL_ERROR, "protocol_error"),
+    (AUTH_TIMEOUT, "auth_timeout"),
+    (UNSUPPORTED_VERSION, "unsupported_version"),
+    (TOKEN_REVOKED, "token_revoked"),
+    (SLOW_CONSUMER, "slow_consumer"),
+    (RATE_LIMIT_ABUSE, "rate_limit_abuse"),
+    (HEARTBEAT_TIMEOUT, "heartbeat_timeout"),
+];

@@ -1,0 +1,251 @@
+//! Text <-> frames, as pure functions. Decoding tells apart "not JSON", "not a frame" and
+//! "a frame of a type I don't know", because each gets its own error code.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::frames::CLIENT_FRAME_TYPES;
+use crate::limits::MAX_REF_BYTES;
+use crate::types::Ref;
+use crate::{ClientFrame, ErrorCode, ServerFrame};
+
+/// A decoded frame and the `ref` that came with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope<F> {
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Ref>,
+    #[serde(flatten)]
+    pub frame: F,
+}
+
+/// Why a text frame could not be decoded. `reference` is the frame's `ref` when it could be read,
+/// so the error reply can still be matched to the request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {detail}")]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    pub detail: String,
+    pub reference: Option<Ref>,
+}
+
+/// Only the fields every frame shares, read first so a bad frame can still be classified.
+#[derive(Deserialize)]
+struct Head {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(rename = "ref", default)]
+    reference: Option<Ref>,
+}
+
+/// serde's messages can quote the input; an error reply stays short whatever was sent.
+fn short(err: &serde_json::Error) -> String {
+    let mut s = err.to_string();
+    if s.len() > 200 {
+        let mut cut = 200;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+fn classify(err: &serde_json::Error) -> ErrorCode {
+    use serde_json::error::Category;
+    match err.classify() {
+        Category::Syntax | Category::Eof | Category::Io => ErrorCode::BadJson,
+        Category::Data => ErrorCode::BadFrame,
+    }
+}
+
+fn decode<F: DeserializeOwned>(
+    text: &str,
+    known: Option<&[&str]>,
+) -> Result<Envelope<F>, DecodeError> {
+    let head: Head = serde_json::from_str(text).map_err(|e| DecodeError {
+        code: classify(&e),
+        detail: short(&e),
+        reference: None,
+    })?;
+    let reference = head.reference;
+    let fail = |code, detail: String| DecodeError {
+        code,
+        detail,
+        reference: reference.clone(),
+    };
+    if let Some(Ref::Str(s)) = &reference
+        && s.len() > MAX_REF_BYTES
+    {
+        return Err(fail(
+            ErrorCode::BadFrame,
+            format!("ref is longer than {MAX_REF_BYTES} bytes"),
+        ));
+    }
+    let Some(kind) = head.kind else {
+        return Err(fail(ErrorCode::BadFrame, "missing field `type`".into()));
+    };
+    if let Some(known) = known
+        && !known.contains(&kind.as_str())
+    {
+        let mut shown: String = kind.chars().take(40).collect();
+        shown.retain(|c| !c.is_control());
+        return Err(fail(
+            ErrorCode::UnknownType,
+            format!("unknown frame type `{shown}`"),
+        ));
+    }
+    let frame: F = serde_json::from_str(text).map_err(|e| fail(classify(&e), short(&e)))?;
+    Ok(Envelope { reference, frame })
+}
+
+/// Decodes a client frame from a WebSocket text frame.
+pub fn decode_client(text: &str) -> Result<Envelope<ClientFrame>, DecodeError> {
+    decode(text, Some(CLIENT_FRAME_TYPES))
+}
+
+/// Decodes a server frame (for clients). Unknown types are `bad_frame` here: a client should
+/// skip frames it does not know rather than fail.
+pub fn decode_server(text: &str) -> Result<Envelope<ServerFrame>, DecodeError> {
+    decode(text, None)
+}
+
+/// Encodes a frame with an optional `ref`. Serializing these types cannot fail (no maps with
+/// non-string keys, no non-finite floats), so this returns the text directly.
+pub fn encode<F: Serialize>(frame: &F, reference: Option<&Ref>) -> String {
+    #[derive(Serialize)]
+    struct Out<'a, F> {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a Ref>,
+        #[serde(flatten)]
+        frame: &'a F,
+    }
+    match serde_json::to_string(&Out { reference, frame }) {
+        Ok(s) => s,
+        // Unreachable for this crate's frames; keep the connection alive with a valid frame.
+        Err(e) => format!(
+            r#"{{"type":"error","code":"internal","message":"encode failed: {}"}}"#,
+            e.to_string().replace(['"', '\\'], "'")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_with_and_without_ref() {
+        let e = decode_client(r#"{"type":"ping"}"#).expect("ping");
+        assert_eq!(e.frame, ClientFrame::Ping);
+        assert_eq!(e.reference, None);
+        let e = decode_client(r#"{"type":"ping","ref":7}"#).expect("ping");
+        assert_eq!(e.reference, Some(Ref::Num(7)));
+        let e = decode_client(r#"{"ref":"a","type":"join","room":"x","extra":1}"#).expect("join");
+        assert_eq!(e.reference, Some(Ref::Str("a".into())));
+        assert!(matches!(e.frame, ClientFrame::Join { .. }));
+    }
+
+    #[test]
+    fn classifies_bad_input() {
+        let err = decode_client("{not json").unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadJson);
+        let err = decode_client("").unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadJson);
+        let err = decode_client("[1,2]").unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadFrame);
+        let err = decode_client(r#"{"ref":3}"#).unwrap_err();
+        assert_eq!(
+            (err.code, err.reference),
+            (ErrorCode::BadFrame, Some(Ref::Num(3)))
+        );
+        let err = decode_client(r#"{"type":"fly","ref":"r"}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnknownType);
+        assert_eq!(err.reference, Some(Ref::Str("r".into())));
+        let err = decode_client(r#"{"type":"send","room":"x","id":5,"body":"b"}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadFrame);
+        let err = decode_client(r#"{"type":"send","room":"x"}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadFrame);
+        assert!(err.detail.contains("id"), "{}", err.detail);
+        let long = format!(r#"{{"type":"ping","ref":"{}"}}"#, "r".repeat(65));
+        assert_eq!(decode_client(&long).unwrap_err().code, ErrorCode::BadFrame);
+    }
+
+    #[test]
+    fn every_client_type_is_listed_and_round_trips() {
+        let samples = [
+            ClientFrame::Hello {
+                versions: vec![1],
+                token: None,
+            },
+            ClientFrame::Register {
+                username: "a".into(),
+                password: "p".into(),
+            },
+            ClientFrame::Login {
+                username: "a".into(),
+                password: "p".into(),
+            },
+            ClientFrame::Auth { token: "t".into() },
+            ClientFrame::Logout,
+            ClientFrame::ListRooms,
+            ClientFrame::CreateRoom {
+                room: "r".into(),
+                visibility: Default::default(),
+                topic: None,
+            },
+            ClientFrame::Join {
+                room: "r".into(),
+                since_seq: Some(1),
+                epoch: Some("e".into()),
+            },
+            ClientFrame::Leave { room: "r".into() },
+            ClientFrame::SetTopic {
+                room: "r".into(),
+                topic: "t".into(),
+            },
+            ClientFrame::Invite {
+                room: "r".into(),
+                user: "u".into(),
+            },
+            ClientFrame::OpenDm { user: "u".into() },
+            ClientFrame::Send {
+                room: "r".into(),
+                id: "i".into(),
+                body: "b".into(),
+            },
+            ClientFrame::History {
+                room: "r".into(),
+                before_seq: None,
+                limit: Some(5),
+            },
+            ClientFrame::Typing {
+                room: "r".into(),
+                active: true,
+            },
+            ClientFrame::SetStatus {
+                status: crate::Status::Away,
+            },
+            ClientFrame::Ping,
+        ];
+        assert_eq!(samples.len(), CLIENT_FRAME_TYPES.len());
+        for frame in samples {
+            let text = encode(&frame, Some(&Ref::Num(1)));
+            let back = decode_client(&text).expect(&text);
+            assert_eq!(back.frame, frame);
+            let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+            assert!(CLIENT_FRAME_TYPES.contains(&v["type"].as_str().expect("type")));
+        }
+    }
+
+    #[test]
+    fn server_frames_round_trip() {
+        let f = ServerFrame::error(ErrorCode::RateLimited, "slow down");
+        let text = encode(&f, Some(&Ref::Str("x".into())));
+        assert_eq!(
+            text,
+            r#"{"ref":"x","type":"error","code":"rate_limited","message":"slow down"}"#
+        );
+        assert_eq!(decode_server(&text).expect("decode").frame, f);
+        assert_eq!(encode(&ServerFrame::Ok, None), r#"{"type":"ok"}"#);
+    }
+}

@@ -1,0 +1,252 @@
+//! The frames: one enum per direction, tagged by `type`. Any frame may also carry a `ref` (see
+//! [`crate::Envelope`]); unknown fields are ignored so that later versions can add fields.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ErrorCode;
+use crate::types::{
+    CatchUp, HistoryMessage, Limits, Member, PresenceChange, RoomInfo, Status, Visibility,
+};
+
+/// A frame the client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Must be the first frame. Lists the protocol versions the client speaks; may carry a token
+    /// instead of the `Authorization` header.
+    Hello {
+        versions: Vec<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
+    /// Create an account and log in with it. Answered by `auth_ok` carrying a new token.
+    Register { username: String, password: String },
+    /// Log in with a password. Answered by `auth_ok` carrying a new token.
+    Login { username: String, password: String },
+    /// Authenticate with a token from an earlier `auth_ok`. Answered by `auth_ok` without token.
+    Auth { token: String },
+    /// Revoke the token this connection authenticated with; the server answers `ok` and closes
+    /// every connection that used it (this one with 1000, the others with 4003).
+    Logout,
+    /// List the public rooms and the private rooms the user belongs to or is invited to.
+    ListRooms,
+    /// Create a room and become its first member. Answered by `room_created`.
+    CreateRoom {
+        room: String,
+        #[serde(default)]
+        visibility: Visibility,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+    },
+    /// Become a member (if not yet) and subscribe this connection to the room. With `since_seq`
+    /// and `epoch`, replays exactly the messages after `since_seq`.
+    Join {
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_seq: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
+    },
+    /// Stop being a member; every connection of the user stops receiving the room.
+    Leave { room: String },
+    /// Set (or clear, with `""`) the room's topic.
+    SetTopic { room: String, topic: String },
+    /// Let a user join a private room. Only members may invite.
+    Invite { room: String, user: String },
+    /// Find or create the direct-message room with `user`; answered by `dm_opened`.
+    OpenDm { user: String },
+    /// Post a message. `id` is the client's: resending the same id returns the original `ack`.
+    Send {
+        room: String,
+        id: String,
+        body: String,
+    },
+    /// Page backwards through a room's history: messages with seq below `before_seq` (or the
+    /// latest, without it), at most `limit` (default and cap 200).
+    History {
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before_seq: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Start (`true`, refresh every few seconds) or stop (`false`) the typing indicator.
+    Typing { room: String, active: bool },
+    /// Set the user's status: `online` or `away`.
+    SetStatus { status: Status },
+    /// Application-level ping, answered by `pong` (for round-trip time).
+    Ping,
+}
+
+/// Every `type` a client frame may have.
+pub const CLIENT_FRAME_TYPES: &[&str] = &[
+    "hello",
+    "register",
+    "login",
+    "auth",
+    "logout",
+    "list_rooms",
+    "create_room",
+    "join",
+    "leave",
+    "set_topic",
+    "invite",
+    "open_dm",
+    "send",
+    "history",
+    "typing",
+    "set_status",
+    "ping",
+];
+
+/// A frame the server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// Answer to `hello`: the chosen version, and the user if the handshake carried a valid token.
+    Welcome {
+        protocol: u32,
+        server: String,
+        user: Option<String>,
+        heartbeat_ms: u64,
+        limits: Limits,
+    },
+    /// Authentication succeeded. `token` is present after `register` and `login`: keep it secret.
+    AuthOk {
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
+    /// A request without a more specific answer succeeded.
+    Ok,
+    /// Answer to `list_rooms`.
+    RoomList { rooms: Vec<RoomInfo> },
+    /// Answer to `create_room`.
+    RoomCreated { room: RoomInfo },
+    /// Answer to `open_dm`: the room to `join`.
+    DmOpened { room: String, user: String },
+    /// Answer to `join`. Live events for the room follow it, never precede it.
+    Joined {
+        room: String,
+        epoch: String,
+        /// The room's highest seq when the join read its history.
+        latest_seq: u64,
+        topic: String,
+        visibility: Visibility,
+        members: Vec<Member>,
+        catch_up: CatchUp,
+        messages: Vec<HistoryMessage>,
+        /// `false` when `replay` pages follow with the rest of the missed messages.
+        complete: bool,
+    },
+    /// A further page of a `join` replay, in seq order; the last one has `complete: true`.
+    Replay {
+        room: String,
+        messages: Vec<HistoryMessage>,
+        complete: bool,
+    },
+    /// Answer to `leave`.
+    Left { room: String },
+    /// Answer to `history`: messages in ascending seq order.
+    History {
+        room: String,
+        messages: Vec<HistoryMessage>,
+        /// Whether older messages remain.
+        has_more: bool,
+    },
+    /// Answer to `send`: the message is durably stored with this seq. `duplicate` is true when
+    /// the id had been sent before and this is the original ack again.
+    Ack {
+        id: String,
+        room: String,
+        seq: u64,
+        ts: i64,
+        duplicate: bool,
+    },
+    /// A new message in a room this connection joined (the sender's own included).
+    Message {
+        room: String,
+        seq: u64,
+        id: String,
+        from: String,
+        body: String,
+        ts: i64,
+    },
+    /// Presence changes in a room, as a diff: one entry per user whose status changed.
+    Presence {
+        room: String,
+        changes: Vec<PresenceChange>,
+    },
+    /// A user stopped being a member of the room.
+    MemberLeft { room: String, user: String },
+    /// Someone started or stopped typing.
+    Typing {
+        room: String,
+        user: String,
+        active: bool,
+    },
+    /// The room's topic changed.
+    Topic {
+        room: String,
+        topic: String,
+        by: String,
+    },
+    /// The user was invited into a private room.
+    Invited { room: String, by: String },
+    /// Answer to `ping`; `ts` is the server clock in ms since the Unix epoch.
+    Pong { ts: i64 },
+    /// A request failed, or the connection is about to be closed.
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+}
+
+/// Every `type` a server frame may have.
+pub const SERVER_FRAME_TYPES: &[&str] = &[
+    "welcome",
+    "auth_ok",
+    "ok",
+    "room_list",
+    "room_created",
+    "dm_opened",
+    "joined",
+    "replay",
+    "left",
+    "history",
+    "ack",
+    "message",
+    "presence",
+    "member_left",
+    "typing",
+    "topic",
+    "invited",
+    "pong",
+    "error",
+];
+
+impl ServerFrame {
+    /// An `error` frame with no room and no retry hint.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error {
+            code,
+            message: message.into(),
+            room: None,
+            retry_after_ms: None,
+        }
+    }
+
+    /// An `error` frame about one room.
+    pub fn room_error(code: ErrorCode, room: &str, message: impl Into<String>) -> Self {
+        Self::Error {
+            code,
+            message: message.into(),
+            room: Some(room.to_owned()),
+            retry_after_ms: None,
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Values carried inside frames.
+
+use serde::{Deserialize, Serialize};
+
+/// A client's correlation value: any string or integer it attaches as `ref` to a request. The
+/// server echoes it on the direct reply (or `error`) to that request, never on broadcasts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Ref {
+    Num(i64),
+    Str(String),
+}
+
+/// Who may join a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Anyone may see and join it.
+    #[default]
+    Public,
+    /// Only invited users may see and join it.
+    Private,
+}
+
+/// What kind of room this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomKind {
+    /// A named room made with `create_room`.
+    Room,
+    /// A direct-message room of two, made with `open_dm`.
+    Dm,
+}
+
+/// A user's presence in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// At least one of the user's connections is in the room, and the user is not away.
+    Online,
+    /// Connected to the room, but the user said `set_status` away.
+    Away,
+    /// A member with no connection in the room.
+    Offline,
+}
+
+/// One entry of a room listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub room: String,
+    pub kind: RoomKind,
+    pub visibility: Visibility,
+    pub topic: String,
+    /// How many users are members.
+    pub members: u64,
+    /// Whether the requesting user is a member.
+    pub joined: bool,
+}
+
+/// A member of a room and their presence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub user: String,
+    pub status: Status,
+}
+
+/// One change in a `presence` diff.
+pub type PresenceChange = Member;
+
+/// A stored message as carried in `joined`, `replay` and `history` (the room is the frame's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryMessage {
+    /// The room's sequence number: strictly increasing, gap-free, assigned by the server.
+    pub seq: u64,
+    /// The id the sender chose.
+    pub id: String,
+    /// The sender's username.
+    pub from: String,
+    pub body: String,
+    /// When the server stored it, in milliseconds since the Unix epoch (server clock).
+    pub ts: i64,
+}
+
+/// How `joined` fills the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// No `since_seq` was given: `messages` are the room's most recent ones.
+    Recent,
+    /// `since_seq` was honoured: `messages` (and any `replay` pages after) are exactly the
+    /// messages after it.
+    Replay,
+    /// `since_seq` could not be honoured (gap too large, other epoch, or ahead of the room): drop
+    /// what you hold for this room; `messages` are the most recent ones.
+    Reload,
+}
+
+/// The limits the server enforces, announced in `welcome`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_frame_bytes: u64,
+    pub max_body_bytes: u64,
+    pub history_page_max: u32,
+    /// Largest gap a `join` with `since_seq` replays; beyond it the answer is `reload`.
+    pub max_replay: u64,
+    /// Token bucket: sustained frames per second per user.
+    pub rate_per_sec: u32,
+    /// Token bucket: burst size per user.
+    pub rate_burst: u32,
+}
