@@ -1,0 +1,177 @@
+//! Durable state behind one trait. Handlers talk to [`Store`], never to a database; the embedded
+//! default is [`sqlite::SqliteStore`]. [`suite`] is the behaviour any implementation must pass.
+//!
+//! Rules every implementation keeps:
+//! - per room, `append` assigns seqs strictly increasing and gap-free, in commit order;
+//! - an `append`'s completion runs only after the message is durably committed, and completions
+//!   run in commit order (the fan-out relies on this to publish in seq order);
+//! - `(user, client id)` is unique: a repeated append returns the original seq, flagged duplicate.
+
+pub mod sqlite;
+pub mod suite;
+
+use async_trait::async_trait;
+use chat_proto::{HistoryMessage, RoomInfo, RoomKind, Visibility};
+
+/// Why a storage call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A name that must be unique is taken (user, room).
+    #[error("already exists")]
+    Conflict,
+    /// A referenced user or room does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The database failed; the operation did not happen.
+    #[error("database: {0}")]
+    Db(String),
+    /// The store is shutting down.
+    #[error("store closed")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+/// A room as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRecord {
+    pub name: String,
+    pub kind: RoomKind,
+    pub visibility: Visibility,
+    pub topic: String,
+    /// Changes whenever the room's history is recreated; a `since_seq` is only valid within one.
+    pub epoch: String,
+}
+
+/// A message to append.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub room: String,
+    pub from: String,
+    pub client_id: String,
+    pub body: String,
+}
+
+/// The outcome of an append: where the message is, and whether it had been stored before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The room the message is in (for a duplicate: the room of the original).
+    pub room: String,
+    pub seq: u64,
+    pub ts: i64,
+    pub from: String,
+    pub client_id: String,
+    pub body: String,
+    pub duplicate: bool,
+}
+
+/// Called once per append, after the commit (or its failure), in commit order, on the store's
+/// writer thread: it must not block. If the store drops it uncalled (shutdown, a batch that could
+/// not start), it reports `Closed`, so no sender waits forever for an ack.
+pub struct AppendDone(Option<Box<dyn FnOnce(Result<Appended, StoreError>) + Send>>);
+
+impl AppendDone {
+    pub fn new(f: impl FnOnce(Result<Appended, StoreError>) + Send + 'static) -> Self {
+        Self(Some(Box::new(f)))
+    }
+
+    pub fn call(mut self, result: Result<Appended, StoreError>) {
+        if let Some(f) = self.0.take() {
+            f(result);
+        }
+    }
+}
+
+impl Drop for AppendDone {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(StoreError::Closed));
+        }
+    }
+}
+
+/// Everything the server keeps durably.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a user; `Conflict` if the name is taken.
+    async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError>;
+    /// The stored password hash of `name`, if the user exists.
+    async fn password_hash(&self, name: &str) -> Result<Option<String>, StoreError>;
+    async fn user_exists(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Stores a token hash for `user` (the token itself is never stored).
+    async fn insert_token(&self, user: &str, token_hash: &[u8]) -> Result<(), StoreError>;
+    /// The user a token hash belongs to, unless unknown or revoked.
+    async fn token_user(&self, token_hash: &[u8]) -> Result<Option<String>, StoreError>;
+    /// Revokes a token; false if it was not there.
+    async fn revoke_token(&self, token_hash: &[u8]) -> Result<bool, StoreError>;
+
+    /// Creates a room with `owner` as its first member; `Conflict` if the name is taken.
+    async fn create_room(
+        &self,
+        name: &str,
+        visibility: Visibility,
+        topic: &str,
+        owner: &str,
+    ) -> Result<RoomRecord, StoreError>;
+    async fn room(&self, name: &str) -> Result<Option<RoomRecord>, StoreError>;
+    /// Public rooms, and private rooms `user` is a member of or invited to, by name.
+    async fn rooms_for(&self, user: &str) -> Result<Vec<RoomInfo>, StoreError>;
+    async fn set_topic(&self, room: &str, topic: &str) -> Result<(), StoreError>;
+    /// The direct-message room of `a` and `b` (named by [`chat_proto::limits::dm_room_name`]),
+    /// created with both as members if it does not exist.
+    async fn open_dm(&self, a: &str, b: &str) -> Result<RoomRecord, StoreError>;
+
+    /// Makes `user` a member; true if they were not one before.
+    async fn add_member(&self, room: &str, user: &str) -> Result<bool, StoreError>;
+    /// Ends `user`'s membership; true if they were one.
+    async fn remove_member(&self, room: &str, user: &str) -> Result<bool, StoreError>;
+    async fn is_member(&self, room: &str, user: &str) -> Result<bool, StoreError>;
+    /// Member usernames, sorted.
+    async fn members(&self, room: &str) -> Result<Vec<String>, StoreError>;
+    async fn invite(&self, room: &str, user: &str) -> Result<(), StoreError>;
+    async fn is_invited(&self, room: &str, user: &str) -> Result<bool, StoreError>;
+
+    /// Queues a message for the next group commit. Returns once queued (waiting while the queue
+    /// is full: that is the back-pressure); `done` runs after the commit.
+    async fn append(&self, msg: NewMessage, done: AppendDone) -> Result<(), StoreError>;
+    /// The room's highest committed seq (0 when empty).
+    async fn latest_seq(&self, room: &str) -> Result<u64, StoreError>;
+    /// Up to `limit` messages with seq below `before` (or the latest), ascending, and whether
+    /// older ones remain.
+    async fn history_before(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<(Vec<HistoryMessage>, bool), StoreError>;
+    /// Up to `limit` messages with `after < seq <= upto`, ascending.
+    async fn messages_between(
+        &self,
+        room: &str,
+        after: u64,
+        upto: u64,
+        limit: u32,
+    ) -> Result<Vec<HistoryMessage>, StoreError>;
+
+    /// Waits until everything queued so far is committed (used at shutdown).
+    async fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// Appends and waits for the commit: for tests and tools, not the hot path.
+pub async fn append_and_wait(store: &dyn Store, msg: NewMessage) -> Result<Appended, StoreError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    store
+        .append(
+            msg,
+            AppendDone::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )
+        .await?;
+    rx.await.map_err(|_| StoreError::Closed)?
+}

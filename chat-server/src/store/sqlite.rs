@@ -1,0 +1,797 @@
+//! The embedded default store: one SQLite file in WAL mode.
+//!
+//! All writes go through one writer thread (SQLite has one writer anyway, and this way nothing
+//! ever waits on `SQLITE_BUSY`). The thread drains whatever is queued, runs it in one
+//! transaction, commits once (one fsync with `synchronous=FULL`), then runs the completions in
+//! order: that is the group commit. Reads run on a small pool of read-only connections in
+//! `spawn_blocking`; WAL lets them proceed while the writer writes, and they only ever see
+//! committed data.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use chat_proto::limits::dm_room_name;
+use chat_proto::{HistoryMessage, RoomInfo, RoomKind, Visibility};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{AppendDone, Appended, NewMessage, RoomRecord, Store, StoreError};
+
+/// A unit of work for the writer thread: runs inside the batch's transaction and returns what to
+/// do once the commit's outcome is known.
+type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
+/// Most jobs in one transaction: bounds the latency a large batch adds to its first message.
+const MAX_BATCH: usize = 4096;
+/// Read connections kept open for reuse.
+const READ_POOL: usize = 4;
+
+/// Schema migrations, applied in order at open; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE tokens (
+    hash BLOB PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE rooms (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    visibility TEXT NOT NULL,
+    topic TEXT NOT NULL DEFAULT '',
+    epoch TEXT NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE members (
+    room_id INTEGER NOT NULL REFERENCES rooms(id),
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    PRIMARY KEY (room_id, user_id)
+) WITHOUT ROWID;
+CREATE TABLE invites (
+    room_id INTEGER NOT NULL REFERENCES rooms(id),
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    PRIMARY KEY (room_id, user_id)
+) WITHOUT ROWID;
+CREATE TABLE messages (
+    room_id INTEGER NOT NULL REFERENCES rooms(id),
+    seq INTEGER NOT NULL,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    client_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (room_id, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX messages_by_client_id ON messages(user_id, client_id);
+"#];
+
+/// The SQLite store. Cloning is cheap and shares the writer and the read pool.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// Bounded: when the writer falls behind, `append` waits here, which stops the sender's
+    /// connection from reading more, which pushes back on the client through TCP.
+    jobs: mpsc::Sender<Job>,
+    /// Idle read connections. A std Mutex: held only to push or pop, never across `.await`.
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn kind_str(k: RoomKind) -> &'static str {
+    match k {
+        RoomKind::Room => "room",
+        RoomKind::Dm => "dm",
+    }
+}
+
+fn visibility_str(v: Visibility) -> &'static str {
+    match v {
+        Visibility::Public => "public",
+        Visibility::Private => "private",
+    }
+}
+
+fn room_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RoomRecord> {
+    let kind: String = row.get(1)?;
+    let vis: String = row.get(2)?;
+    Ok(RoomRecord {
+        name: row.get(0)?,
+        kind: if kind == "dm" {
+            RoomKind::Dm
+        } else {
+            RoomKind::Room
+        },
+        visibility: if vis == "private" {
+            Visibility::Private
+        } else {
+            Visibility::Public
+        },
+        topic: row.get(3)?,
+        epoch: row.get(4)?,
+    })
+}
+
+const ROOM_COLUMNS: &str = "name, kind, visibility, topic, epoch";
+
+fn new_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a commit is on disk, not only in the OS, before any ack goes out.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let version: usize =
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Db(format!(
+            "database schema version {version} is newer than this server knows ({}); upgrade chat-server",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies migrations and starts the
+    /// writer thread.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
+        }
+        let mut writer = Connection::open(path)?;
+        configure(&writer)?;
+        migrate(&mut writer)?;
+        let (jobs, rx) = mpsc::channel::<Job>(MAX_BATCH);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(|e| StoreError::Db(format!("starting writer thread: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                jobs,
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Runs `f` inside the next batch's transaction (in a savepoint, so its failure undoes only
+    /// its own writes) and returns its result once the batch is committed.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |commit| {
+                let r = match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(StoreError::Db(format!("commit failed: {e}"))),
+                };
+                let _ = tx.send(r);
+            })
+        });
+        self.inner
+            .jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a read connection off the async threads.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().map(|mut p| p.pop()).unwrap_or(None);
+            let conn = match pooled {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        &inner.path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    configure(&c)?;
+                    c
+                }
+            };
+            let result = f(&conn);
+            if let Ok(mut pool) = inner.readers.lock()
+                && pool.len() < READ_POOL
+            {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Db(format!("read task failed: {e}")))?
+    }
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match f(conn) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(v)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(e)
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut done: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {
+                for job in batch.drain(..) {
+                    done.push(job(&conn));
+                }
+                conn.execute_batch("COMMIT").map_err(StoreError::from)
+            }
+            Err(e) => Err(StoreError::from(e)),
+        };
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "sqlite batch failed; its writes are rolled back");
+            let _ = conn.execute_batch("ROLLBACK");
+            // Jobs that never ran answer `Closed` as they drop (oneshot and AppendDone).
+            batch.clear();
+        }
+        for completion in done.drain(..) {
+            completion(outcome.as_ref().map(|_| ()));
+        }
+    }
+}
+
+fn user_id(conn: &Connection, name: &str) -> Result<i64, StoreError> {
+    conn.query_row("SELECT id FROM users WHERE name = ?1", [name], |r| r.get(0))
+        .optional()?
+        .ok_or(StoreError::NotFound)
+}
+
+fn room_id(conn: &Connection, name: &str) -> Result<i64, StoreError> {
+    conn.query_row("SELECT id FROM rooms WHERE name = ?1", [name], |r| r.get(0))
+        .optional()?
+        .ok_or(StoreError::NotFound)
+}
+
+fn insert_room(
+    conn: &Connection,
+    name: &str,
+    kind: RoomKind,
+    visibility: Visibility,
+    topic: &str,
+) -> Result<(i64, RoomRecord), StoreError> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM rooms WHERE name = ?1)",
+        [name],
+        |r| r.get(0),
+    )?;
+    if exists {
+        return Err(StoreError::Conflict);
+    }
+    let epoch = new_epoch();
+    conn.execute(
+        "INSERT INTO rooms (name, kind, visibility, topic, epoch, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![name, kind_str(kind), visibility_str(visibility), topic, epoch, now_ms()],
+    )?;
+    let id = conn.last_insert_rowid();
+    Ok((
+        id,
+        RoomRecord {
+            name: name.to_owned(),
+            kind,
+            visibility,
+            topic: topic.to_owned(),
+            epoch,
+        },
+    ))
+}
+
+fn add_member_ids(conn: &Connection, room: i64, user: i64) -> Result<bool, StoreError> {
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO members (room_id, user_id) VALUES (?1, ?2)",
+        params![room, user],
+    )?;
+    Ok(n > 0)
+}
+
+fn append_one(conn: &Connection, msg: &NewMessage) -> Result<Appended, StoreError> {
+    let uid = user_id(conn, &msg.from)?;
+    let original = conn
+        .query_row(
+            "SELECT r.name, m.seq, m.ts, m.body FROM messages m JOIN rooms r ON r.id = m.room_id
+             WHERE m.user_id = ?1 AND m.client_id = ?2",
+            params![uid, msg.client_id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            },
+        )
+        .optional()?;
+    if let Some((room, seq, ts, body)) = original {
+        return Ok(Appended {
+            room,
+            seq: seq as u64,
+            ts,
+            from: msg.from.clone(),
+            client_id: msg.client_id.clone(),
+            body,
+            duplicate: true,
+        });
+    }
+    let (rid, seq): (i64, i64) = conn
+        .query_row(
+            "UPDATE rooms SET last_seq = last_seq + 1 WHERE name = ?1 RETURNING id, last_seq",
+            [&msg.room],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .ok_or(StoreError::NotFound)?;
+    let ts = now_ms();
+    conn.prepare_cached(
+        "INSERT INTO messages (room_id, seq, user_id, client_id, body, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![rid, seq, uid, msg.client_id, msg.body, ts])?;
+    Ok(Appended {
+        room: msg.room.clone(),
+        seq: seq as u64,
+        ts,
+        from: msg.from.clone(),
+        client_id: msg.client_id.clone(),
+        body: msg.body.clone(),
+        duplicate: false,
+    })
+}
+
+fn history_rows(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<HistoryMessage>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(args, |r| {
+        Ok(HistoryMessage {
+            seq: r.get::<_, i64>(0)? as u64,
+            id: r.get(1)?,
+            from: r.get(2)?,
+            body: r.get(3)?,
+            ts: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError> {
+        let (name, hash) = (name.to_owned(), password_hash.to_owned());
+        self.write(move |c| {
+            let n = c.execute(
+                "INSERT OR IGNORE INTO users (name, password_hash, created_at) VALUES (?1, ?2, ?3)",
+                params![name, hash, now_ms()],
+            )?;
+            if n == 0 {
+                Err(StoreError::Conflict)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn password_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT password_hash FROM users WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn user_exists(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM users WHERE name = ?1)",
+                [name],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    async fn insert_token(&self, user: &str, token_hash: &[u8]) -> Result<(), StoreError> {
+        let (user, hash) = (user.to_owned(), token_hash.to_vec());
+        self.write(move |c| {
+            let uid = user_id(c, &user)?;
+            c.execute(
+                "INSERT INTO tokens (hash, user_id, created_at) VALUES (?1, ?2, ?3)",
+                params![hash, uid, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn token_user(&self, token_hash: &[u8]) -> Result<Option<String>, StoreError> {
+        let hash = token_hash.to_vec();
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT u.name FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?1",
+                [hash],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, token_hash: &[u8]) -> Result<bool, StoreError> {
+        let hash = token_hash.to_vec();
+        self.write(move |c| Ok(c.execute("DELETE FROM tokens WHERE hash = ?1", [hash])? > 0))
+            .await
+    }
+
+    async fn create_room(
+        &self,
+        name: &str,
+        visibility: Visibility,
+        topic: &str,
+        owner: &str,
+    ) -> Result<RoomRecord, StoreError> {
+        let (name, topic, owner) = (name.to_owned(), topic.to_owned(), owner.to_owned());
+        self.write(move |c| {
+            let uid = user_id(c, &owner)?;
+            let (rid, rec) = insert_room(c, &name, RoomKind::Room, visibility, &topic)?;
+            add_member_ids(c, rid, uid)?;
+            Ok(rec)
+        })
+        .await
+    }
+
+    async fn room(&self, name: &str) -> Result<Option<RoomRecord>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE name = ?1"),
+                [name],
+                room_from_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn rooms_for(&self, user: &str) -> Result<Vec<RoomInfo>, StoreError> {
+        let user = user.to_owned();
+        self.read(move |c| {
+            let uid = user_id(c, &user)?;
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {ROOM_COLUMNS},
+                    (SELECT COUNT(*) FROM members m WHERE m.room_id = r.id),
+                    EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.user_id = ?1)
+                 FROM rooms r
+                 WHERE r.visibility = 'public'
+                    OR EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.user_id = ?1)
+                    OR EXISTS(SELECT 1 FROM invites i WHERE i.room_id = r.id AND i.user_id = ?1)
+                 ORDER BY r.name"
+            ))?;
+            let rows = stmt.query_map([uid], |r| {
+                let rec = room_from_row(r)?;
+                Ok(RoomInfo {
+                    room: rec.name,
+                    kind: rec.kind,
+                    visibility: rec.visibility,
+                    topic: rec.topic,
+                    members: r.get::<_, i64>(5)? as u64,
+                    joined: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn set_topic(&self, room: &str, topic: &str) -> Result<(), StoreError> {
+        let (room, topic) = (room.to_owned(), topic.to_owned());
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE rooms SET topic = ?2 WHERE name = ?1",
+                params![room, topic],
+            )?;
+            if n == 0 {
+                Err(StoreError::NotFound)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn open_dm(&self, a: &str, b: &str) -> Result<RoomRecord, StoreError> {
+        let (a, b) = (a.to_owned(), b.to_owned());
+        self.write(move |c| {
+            let (ua, ub) = (user_id(c, &a)?, user_id(c, &b)?);
+            let name = dm_room_name(&a, &b);
+            let existing = c
+                .query_row(
+                    &format!("SELECT id, {ROOM_COLUMNS} FROM rooms WHERE name = ?1"),
+                    [&name],
+                    |r| {
+                        Ok((r.get::<_, i64>(0)?, {
+                            let kind: String = r.get(2)?;
+                            let vis: String = r.get(3)?;
+                            RoomRecord {
+                                name: r.get(1)?,
+                                kind: if kind == "dm" {
+                                    RoomKind::Dm
+                                } else {
+                                    RoomKind::Room
+                                },
+                                visibility: if vis == "private" {
+                                    Visibility::Private
+                                } else {
+                                    Visibility::Public
+                                },
+                                topic: r.get(4)?,
+                                epoch: r.get(5)?,
+                            }
+                        }))
+                    },
+                )
+                .optional()?;
+            let (rid, rec) = match existing {
+                Some(found) => found,
+                None => insert_room(c, &name, RoomKind::Dm, Visibility::Private, "")?,
+            };
+            add_member_ids(c, rid, ua)?;
+            add_member_ids(c, rid, ub)?;
+            Ok(rec)
+        })
+        .await
+    }
+
+    async fn add_member(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.write(move |c| {
+            let (rid, uid) = (room_id(c, &room)?, user_id(c, &user)?);
+            add_member_ids(c, rid, uid)
+        })
+        .await
+    }
+
+    async fn remove_member(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.write(move |c| {
+            let (rid, uid) = (room_id(c, &room)?, user_id(c, &user)?);
+            Ok(c.execute(
+                "DELETE FROM members WHERE room_id = ?1 AND user_id = ?2",
+                params![rid, uid],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn is_member(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM members m JOIN rooms r ON r.id = m.room_id
+                 JOIN users u ON u.id = m.user_id WHERE r.name = ?1 AND u.name = ?2)",
+                [room, user],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    async fn members(&self, room: &str) -> Result<Vec<String>, StoreError> {
+        let room = room.to_owned();
+        self.read(move |c| {
+            let rid = room_id(c, &room)?;
+            let mut stmt = c.prepare_cached(
+                "SELECT u.name FROM members m JOIN users u ON u.id = m.user_id WHERE m.room_id = ?1 ORDER BY u.name",
+            )?;
+            let rows = stmt.query_map([rid], |r| r.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn invite(&self, room: &str, user: &str) -> Result<(), StoreError> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.write(move |c| {
+            let (rid, uid) = (room_id(c, &room)?, user_id(c, &user)?);
+            c.execute(
+                "INSERT OR IGNORE INTO invites (room_id, user_id) VALUES (?1, ?2)",
+                params![rid, uid],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn is_invited(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM invites i JOIN rooms r ON r.id = i.room_id
+                 JOIN users u ON u.id = i.user_id WHERE r.name = ?1 AND u.name = ?2)",
+                [room, user],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    async fn append(&self, msg: NewMessage, done: AppendDone) -> Result<(), StoreError> {
+        let job: Job = Box::new(move |conn| {
+            let result = append_one(conn, &msg);
+            Box::new(move |commit| {
+                done.call(match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(StoreError::Db(format!("commit failed: {e}"))),
+                })
+            })
+        });
+        self.inner
+            .jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    async fn latest_seq(&self, room: &str) -> Result<u64, StoreError> {
+        let room = room.to_owned();
+        self.read(move |c| {
+            let seq: Option<i64> = c
+                .query_row("SELECT last_seq FROM rooms WHERE name = ?1", [room], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            seq.map(|s| s as u64).ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn history_before(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<(Vec<HistoryMessage>, bool), StoreError> {
+        let room = room.to_owned();
+        self.read(move |c| {
+            let rid = room_id(c, &room)?;
+            let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
+            // One extra row tells whether older messages remain.
+            let mut rows = history_rows(
+                c,
+                "SELECT m.seq, m.client_id, u.name, m.body, m.ts FROM messages m JOIN users u ON u.id = m.user_id
+                 WHERE m.room_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3",
+                params![rid, before, i64::from(limit) + 1],
+            )?;
+            let has_more = rows.len() > limit as usize;
+            rows.truncate(limit as usize);
+            rows.reverse();
+            Ok((rows, has_more))
+        })
+        .await
+    }
+
+    async fn messages_between(
+        &self,
+        room: &str,
+        after: u64,
+        upto: u64,
+        limit: u32,
+    ) -> Result<Vec<HistoryMessage>, StoreError> {
+        let room = room.to_owned();
+        self.read(move |c| {
+            let rid = room_id(c, &room)?;
+            history_rows(
+                c,
+                "SELECT m.seq, m.client_id, u.name, m.body, m.ts FROM messages m JOIN users u ON u.id = m.user_id
+                 WHERE m.room_id = ?1 AND m.seq > ?2 AND m.seq <= ?3 ORDER BY m.seq LIMIT ?4",
+                params![rid, after.min(i64::MAX as u64) as i64, upto.min(i64::MAX as u64) as i64, limit],
+            )
+        })
+        .await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.write(|_| Ok(())).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_the_store_suite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("chat.db")).expect("open");
+        crate::store::suite::run_all(Arc::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn survives_reopen_and_refuses_newer_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nested/chat.db");
+        {
+            let s = SqliteStore::open(&path).expect("open");
+            s.create_user("alice", "h").await.expect("user");
+        }
+        let s = SqliteStore::open(&path).expect("reopen");
+        assert!(s.user_exists("alice").await.expect("exists"));
+        let c = Connection::open(&path).expect("raw");
+        c.pragma_update(None, "user_version", 99).expect("bump");
+        let err = SqliteStore::open(&path).err().expect("refused");
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+}
