@@ -1,4 +1,9 @@
-//! chat-server as a library: the binary in `main.rs` is flags around [`server::run`], and the
+//! chat-server as a library: the binary in `main.rs` is flags around [`server::start`], and the
 //! integration tests start the same server on an ephemeral port.
 
+pub mod auth;
+pub mod broker;
+pub mod hub;
+pub mod outbox;
+pub mod rate;
 pub mod store;

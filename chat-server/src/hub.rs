@@ -1,0 +1,645 @@
+//! This node's live state: who is connected, which connection listens to which room, presence
+//! and typing. Nothing here is durable; everything here is rebuilt by clients reconnecting.
+//!
+//! Locks: a std `Mutex` for the connection registry, one for the room map, and one per room, each
+//! held for a short synchronous section and never across `.await`. Lock order: registry before
+//! room map before a room; a room's lock is never held while taking another lock. Delivery to a
+//! connection is a non-blocking `try_send` on its bounded [`Outbox`].
+
+use std::collections::{HashMap, HashSet, hash_map::Entry};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chat_proto::{ServerFrame, Status, encode};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::broker::Event;
+use crate::outbox::Outbox;
+use crate::rate::TokenBucket;
+
+/// A connection's id on this node.
+pub type ConnId = u64;
+
+/// Per-user state shared by all of that user's connections on this node.
+pub struct UserState {
+    /// Set with `set_status away`; the user shows as away in every room they are present in.
+    pub away: AtomicBool,
+    /// The per-user rate limit: shared, so opening more connections buys no more throughput.
+    pub bucket: Mutex<TokenBucket>,
+}
+
+struct ConnEntry {
+    user: Arc<str>,
+    token_hash: Option<[u8; 32]>,
+    outbox: Arc<Outbox>,
+    rooms: HashSet<Arc<str>>,
+}
+
+struct UserEntry {
+    conns: Vec<ConnId>,
+    state: Arc<UserState>,
+}
+
+#[derive(Default)]
+struct Registry {
+    next_id: ConnId,
+    conns: HashMap<ConnId, ConnEntry>,
+    users: HashMap<Arc<str>, UserEntry>,
+}
+
+/// A frame a joining connection receives only after its `joined`.
+struct Held {
+    seq: Option<u64>,
+    frame: Utf8Bytes,
+}
+
+struct Sub {
+    user: Arc<str>,
+    state: Arc<UserState>,
+    outbox: Arc<Outbox>,
+    /// `Some` while the connection is joining: live frames wait here until its history snapshot
+    /// has been queued, so it gets every message once and in order.
+    held: Option<Vec<Held>>,
+}
+
+#[derive(Default)]
+struct Room {
+    subs: HashMap<ConnId, Sub>,
+    /// Connections per user in this room: presence changes on 0 -> 1 and 1 -> 0 only.
+    present: HashMap<Arc<str>, usize>,
+    /// Users typing, and when their indicator expires.
+    typing: HashMap<Arc<str>, Instant>,
+}
+
+/// Tunables of the hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// A typing indicator not refreshed for this long is cleared.
+    pub typing_timeout: Duration,
+    /// Most frames held for one joining connection; past it the connection is a slow consumer.
+    pub max_held: usize,
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+}
+
+/// The node's live state. See the module docs for the locking rules.
+pub struct Hub {
+    config: HubConfig,
+    registry: Mutex<Registry>,
+    rooms: Mutex<HashMap<Arc<str>, Arc<Mutex<Room>>>>,
+}
+
+/// What a connection is after authenticating.
+pub struct Registered {
+    pub id: ConnId,
+    pub user: Arc<str>,
+    pub state: Arc<UserState>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data, never a broken invariant that
+    // matters more than keeping the server up; recover the guard.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn frame(f: &ServerFrame) -> Utf8Bytes {
+    Utf8Bytes::from(encode(f, None))
+}
+
+impl Room {
+    fn status_of(&self, user: &str) -> Status {
+        match self.subs.values().find(|s| &*s.user == user) {
+            Some(s) if s.state.away.load(Ordering::Relaxed) => Status::Away,
+            Some(_) => Status::Online,
+            None => Status::Offline,
+        }
+    }
+
+    /// Sends to every subscriber but those of `except_user` and the connection `except_conn`.
+    fn deliver(
+        &mut self,
+        seq: Option<u64>,
+        frame: &Utf8Bytes,
+        except_user: Option<&str>,
+        except_conn: Option<ConnId>,
+        max_held: usize,
+    ) {
+        for (id, sub) in self.subs.iter_mut() {
+            if Some(*id) == except_conn || except_user.is_some_and(|u| u == &*sub.user) {
+                continue;
+            }
+            match &mut sub.held {
+                Some(held) if held.len() >= max_held => {
+                    sub.outbox
+                        .kick(chat_proto::close::SLOW_CONSUMER, "too much traffic while joining");
+                }
+                Some(held) => held.push(Held {
+                    seq,
+                    frame: frame.clone(),
+                }),
+                None => {
+                    sub.outbox.push(frame.clone());
+                }
+            }
+        }
+    }
+
+    fn presence(&mut self, room: &str, user: &str, status: Status, except_conn: Option<ConnId>, max_held: usize) {
+        let f = frame(&ServerFrame::Presence {
+            room: room.to_owned(),
+            changes: vec![chat_proto::Member {
+                user: user.to_owned(),
+                status,
+            }],
+        });
+        self.deliver(None, &f, None, except_conn, max_held);
+    }
+
+    fn stop_typing(&mut self, room: &str, user: &str, max_held: usize) {
+        if self.typing.remove(user).is_some() {
+            let f = frame(&ServerFrame::Typing {
+                room: room.to_owned(),
+                user: user.to_owned(),
+                active: false,
+            });
+            self.deliver(None, &f, Some(user), None, max_held);
+        }
+    }
+
+    /// Removes a subscription; on the user's last connection here, they go offline and stop
+    /// typing.
+    fn remove_sub(&mut self, room: &str, id: ConnId, announce: bool, max_held: usize) -> bool {
+        let Some(sub) = self.subs.remove(&id) else {
+            return false;
+        };
+        let last = match self.present.get_mut(&sub.user) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                self.present.remove(&sub.user);
+                true
+            }
+        };
+        if last {
+            self.stop_typing(room, &sub.user, max_held);
+            if announce {
+                self.presence(room, &sub.user, Status::Offline, None, max_held);
+            }
+        }
+        true
+    }
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Self {
+        Self {
+            config,
+            registry: Mutex::new(Registry::default()),
+            rooms: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn room(&self, name: &str) -> Option<Arc<Mutex<Room>>> {
+        lock(&self.rooms).get(name).cloned()
+    }
+
+    fn room_or_create(&self, name: &Arc<str>) -> Arc<Mutex<Room>> {
+        lock(&self.rooms).entry(name.clone()).or_default().clone()
+    }
+
+    /// Drops a room's entry once nobody listens to it.
+    fn gc_room(&self, name: &str) {
+        let mut rooms = lock(&self.rooms);
+        if let Some(room) = rooms.get(name)
+            && Arc::strong_count(room) == 1
+            && lock(room).subs.is_empty()
+        {
+            rooms.remove(name);
+        }
+    }
+
+    /// Adds an authenticated connection.
+    pub fn register(&self, user: &str, token_hash: Option<[u8; 32]>, outbox: Arc<Outbox>) -> Registered {
+        let mut reg = lock(&self.registry);
+        reg.next_id += 1;
+        let id = reg.next_id;
+        let (user, state) = match reg.users.get_key_value(user) {
+            Some((k, e)) => (k.clone(), e.state.clone()),
+            None => (
+                Arc::<str>::from(user),
+                Arc::new(UserState {
+                    away: AtomicBool::new(false),
+                    bucket: Mutex::new(TokenBucket::new(
+                        self.config.rate_per_sec,
+                        self.config.rate_burst,
+                        Instant::now(),
+                    )),
+                }),
+            ),
+        };
+        reg.users
+            .entry(user.clone())
+            .or_insert_with(|| UserEntry {
+                conns: Vec::new(),
+                state: state.clone(),
+            })
+            .conns
+            .push(id);
+        reg.conns.insert(
+            id,
+            ConnEntry {
+                user: user.clone(),
+                token_hash,
+                outbox,
+                rooms: HashSet::new(),
+            },
+        );
+        Registered { id, user, state }
+    }
+
+    /// Removes a connection from every room (announcing presence) and from the registry.
+    pub fn unregister(&self, id: ConnId) {
+        let entry = {
+            let mut reg = lock(&self.registry);
+            let Some(entry) = reg.conns.remove(&id) else {
+                return;
+            };
+            if let Some(u) = reg.users.get_mut(&entry.user) {
+                u.conns.retain(|c| *c != id);
+                if u.conns.is_empty() {
+                    reg.users.remove(&entry.user);
+                }
+            }
+            entry
+        };
+        for room in &entry.rooms {
+            if let Some(r) = self.room(room) {
+                lock(&r).remove_sub(room, id, true, self.config.max_held);
+            }
+            self.gc_room(room);
+        }
+    }
+
+    /// Subscribes a connection to a room in the joining state and returns the statuses of the
+    /// users present (the joiner included). Live frames are held until [`Hub::go_live`].
+    pub fn subscribe(&self, room_name: &str, reg: &Registered) -> HashMap<Arc<str>, Status> {
+        let outbox = {
+            let mut registry = lock(&self.registry);
+            let Some(entry) = registry.conns.get_mut(&reg.id) else {
+                return HashMap::new();
+            };
+            entry.rooms.insert(Arc::from(room_name));
+            entry.outbox.clone()
+        };
+        let name: Arc<str> = Arc::from(room_name);
+        let room = self.room_or_create(&name);
+        let mut room = lock(&room);
+        match room.subs.entry(reg.id) {
+            // A second join on the same connection: a fresh snapshot follows, hold until then.
+            Entry::Occupied(mut e) => {
+                e.get_mut().held.get_or_insert_with(Vec::new);
+            }
+            Entry::Vacant(e) => {
+                e.insert(Sub {
+                    user: reg.user.clone(),
+                    state: reg.state.clone(),
+                    outbox,
+                    held: Some(Vec::new()),
+                });
+                let n = room.present.entry(reg.user.clone()).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    let status = room.status_of(&reg.user);
+                    room.presence(room_name, &reg.user, status, Some(reg.id), self.config.max_held);
+                }
+            }
+        }
+        room.present
+            .keys()
+            .map(|u| (u.clone(), room.status_of(u)))
+            .collect()
+    }
+
+    /// Ends the joining state: releases the held frames, minus messages with seq `<= upto`
+    /// (the snapshot already carried them), then delivers live.
+    pub fn go_live(&self, room_name: &str, id: ConnId, upto: u64) {
+        let Some(room) = self.room(room_name) else {
+            return;
+        };
+        let mut room = lock(&room);
+        let Some(sub) = room.subs.get_mut(&id) else {
+            return;
+        };
+        for held in sub.held.take().unwrap_or_default() {
+            if held.seq.is_some_and(|s| s <= upto) {
+                continue;
+            }
+            if !sub.outbox.push(held.frame) {
+                break;
+            }
+        }
+    }
+
+    /// Whether the connection is subscribed to the room.
+    pub fn is_subscribed(&self, room_name: &str, id: ConnId) -> bool {
+        self.room(room_name)
+            .is_some_and(|r| lock(&r).subs.contains_key(&id))
+    }
+
+    /// Starts, refreshes or stops `user`'s typing indicator; the room's other users hear of it.
+    pub fn typing(&self, room_name: &str, user: &str, active: bool) {
+        let Some(room) = self.room(room_name) else {
+            return;
+        };
+        let mut room = lock(&room);
+        if !active {
+            room.stop_typing(room_name, user, self.config.max_held);
+            return;
+        }
+        let Some(key) = room.present.get_key_value(user).map(|(k, _)| k.clone()) else {
+            return;
+        };
+        room.typing
+            .insert(key, Instant::now() + self.config.typing_timeout);
+        let f = frame(&ServerFrame::Typing {
+            room: room_name.to_owned(),
+            user: user.to_owned(),
+            active: true,
+        });
+        room.deliver(None, &f, Some(user), None, self.config.max_held);
+    }
+
+    /// Clears typing indicators that were not refreshed in time. Called by a timer.
+    pub fn expire_typing(&self, now: Instant) {
+        let rooms: Vec<(Arc<str>, Arc<Mutex<Room>>)> = lock(&self.rooms)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (name, room) in rooms {
+            let mut room = lock(&room);
+            let expired: Vec<Arc<str>> = room
+                .typing
+                .iter()
+                .filter(|(_, until)| **until <= now)
+                .map(|(u, _)| u.clone())
+                .collect();
+            for user in expired {
+                room.stop_typing(&name, &user, self.config.max_held);
+            }
+        }
+    }
+
+    /// Marks `user` away or back, and tells every room they are present in.
+    pub fn set_away(&self, reg: &Registered, away: bool) {
+        if reg.state.away.swap(away, Ordering::Relaxed) == away {
+            return;
+        }
+        let rooms: Vec<Arc<str>> = {
+            let registry = lock(&self.registry);
+            let mut rooms = HashSet::new();
+            if let Some(u) = registry.users.get(&reg.user) {
+                for c in &u.conns {
+                    if let Some(e) = registry.conns.get(c) {
+                        rooms.extend(e.rooms.iter().cloned());
+                    }
+                }
+            }
+            rooms.into_iter().collect()
+        };
+        let status = if away { Status::Away } else { Status::Online };
+        for name in rooms {
+            if let Some(room) = self.room(&name) {
+                lock(&room).presence(&name, &reg.user, status, None, self.config.max_held);
+            }
+        }
+    }
+
+    /// Delivers a brokered event to this node's connections.
+    pub fn dispatch(&self, event: Event) {
+        match event {
+            Event::Room { room, seq, frame } => {
+                if let Some(r) = self.room(&room) {
+                    lock(&r).deliver(seq, &frame, None, None, self.config.max_held);
+                }
+            }
+            Event::User { user, frame } => {
+                for outbox in self.outboxes_of(&user) {
+                    outbox.push(frame.clone());
+                }
+            }
+            Event::Left { room, user, except } => self.user_left(&room, &user, except),
+            Event::TokenRevoked { hash } => {
+                let registry = lock(&self.registry);
+                for e in registry.conns.values() {
+                    if e.token_hash == Some(hash) {
+                        e.outbox.kick(chat_proto::close::TOKEN_REVOKED, "token revoked");
+                    }
+                }
+            }
+        }
+    }
+
+    fn outboxes_of(&self, user: &str) -> Vec<Arc<Outbox>> {
+        let registry = lock(&self.registry);
+        registry
+            .users
+            .get(user)
+            .map(|u| {
+                u.conns
+                    .iter()
+                    .filter_map(|c| registry.conns.get(c).map(|e| e.outbox.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn user_left(&self, room_name: &str, user: &str, except: Option<ConnId>) {
+        let conns: Vec<(ConnId, Arc<Outbox>)> = {
+            let mut registry = lock(&self.registry);
+            let ids = registry.users.get(user).map(|u| u.conns.clone()).unwrap_or_default();
+            ids.into_iter()
+                .filter_map(|id| {
+                    let e = registry.conns.get_mut(&id)?;
+                    e.rooms.remove(room_name).then(|| (id, e.outbox.clone()))
+                })
+                .collect()
+        };
+        let left = frame(&ServerFrame::Left {
+            room: room_name.to_owned(),
+        });
+        if let Some(room) = self.room(room_name) {
+            let mut room = lock(&room);
+            for (id, outbox) in &conns {
+                room.remove_sub(room_name, *id, false, self.config.max_held);
+                if Some(*id) != except {
+                    outbox.push(left.clone());
+                }
+            }
+            let f = frame(&ServerFrame::MemberLeft {
+                room: room_name.to_owned(),
+                user: user.to_owned(),
+            });
+            room.deliver(None, &f, None, None, self.config.max_held);
+        }
+        self.gc_room(room_name);
+    }
+
+    /// How many connections this node holds (for logs and tests).
+    pub fn connection_count(&self) -> usize {
+        lock(&self.registry).conns.len()
+    }
+
+    /// Every outbox, for shutdown.
+    pub fn all_outboxes(&self) -> Vec<Arc<Outbox>> {
+        lock(&self.registry).conns.values().map(|e| e.outbox.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::OutboxReceiver;
+
+    fn hub() -> Hub {
+        Hub::new(HubConfig {
+            typing_timeout: Duration::from_millis(50),
+            max_held: 8,
+            rate_per_sec: 0,
+            rate_burst: 1,
+        })
+    }
+
+    fn conn(h: &Hub, user: &str) -> (Registered, OutboxReceiver) {
+        let (out, rx) = Outbox::new(64);
+        (h.register(user, None, out), rx)
+    }
+
+    fn drain(rx: &mut OutboxReceiver) -> Vec<serde_json::Value> {
+        let mut v = Vec::new();
+        while let Ok(f) = rx.rx.try_recv() {
+            v.push(serde_json::from_str(&f).expect("json"));
+        }
+        v
+    }
+
+    fn msg(seq: u64) -> Event {
+        Event::Room {
+            room: "r".into(),
+            seq: Some(seq),
+            frame: format!(r#"{{"type":"message","seq":{seq}}}"#).into(),
+        }
+    }
+
+    #[test]
+    fn joining_holds_live_frames_and_drops_snapshot_ones() {
+        let h = hub();
+        let (a, mut arx) = conn(&h, "alice");
+        h.subscribe("r", &a);
+        h.dispatch(msg(1));
+        h.dispatch(msg(2));
+        h.dispatch(msg(3));
+        assert!(drain(&mut arx).is_empty(), "nothing before go_live");
+        h.go_live("r", a.id, 2);
+        let got: Vec<_> = drain(&mut arx).iter().map(|v| v["seq"].as_u64()).collect();
+        assert_eq!(got, vec![Some(3)]);
+        h.dispatch(msg(4));
+        assert_eq!(drain(&mut arx)[0]["seq"], 4);
+    }
+
+    #[test]
+    fn presence_changes_once_per_user_not_per_connection() {
+        let h = hub();
+        let (a, mut arx) = conn(&h, "alice");
+        h.subscribe("r", &a);
+        h.go_live("r", a.id, 0);
+        let (b1, _b1rx) = conn(&h, "bob");
+        let (b2, _b2rx) = conn(&h, "bob");
+        let statuses = h.subscribe("r", &b1);
+        assert_eq!(statuses.get("bob"), Some(&Status::Online));
+        assert_eq!(statuses.get("alice"), Some(&Status::Online));
+        h.subscribe("r", &b2);
+        let seen = drain(&mut arx);
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0]["changes"][0]["status"], "online");
+        h.unregister(b1.id);
+        assert!(drain(&mut arx).is_empty(), "bob still has a connection");
+        h.set_away(&b2, true);
+        assert_eq!(drain(&mut arx)[0]["changes"][0]["status"], "away");
+        h.unregister(b2.id);
+        assert_eq!(drain(&mut arx)[0]["changes"][0]["status"], "offline");
+    }
+
+    #[test]
+    fn typing_reaches_others_and_expires() {
+        let h = hub();
+        let (a, mut arx) = conn(&h, "alice");
+        let (b, mut brx) = conn(&h, "bob");
+        for r in [&a, &b] {
+            h.subscribe("r", r);
+            h.go_live("r", r.id, 0);
+        }
+        drain(&mut arx);
+        h.typing("r", "bob", true);
+        assert_eq!(drain(&mut arx)[0]["active"], true);
+        assert!(drain(&mut brx).is_empty(), "not echoed to the typist");
+        h.expire_typing(Instant::now());
+        assert!(drain(&mut arx).is_empty(), "not expired yet");
+        h.expire_typing(Instant::now() + Duration::from_millis(60));
+        let seen = drain(&mut arx);
+        assert_eq!((seen[0]["type"].as_str(), &seen[0]["active"]), (Some("typing"), &false.into()));
+        h.typing("r", "bob", true);
+        drain(&mut arx);
+        h.unregister(b.id);
+        let seen = drain(&mut arx);
+        assert_eq!(seen[0]["active"], false, "disconnect clears typing: {seen:?}");
+        assert_eq!(seen[1]["changes"][0]["status"], "offline");
+    }
+
+    #[test]
+    fn too_much_held_while_joining_is_a_slow_consumer() {
+        let h = hub();
+        let (out, _rx) = Outbox::new(64);
+        let a = h.register("alice", None, out.clone());
+        h.subscribe("r", &a);
+        for s in 1..=9 {
+            h.dispatch(msg(s));
+        }
+        assert_eq!(out.close_reason().map(|c| c.0), Some(chat_proto::close::SLOW_CONSUMER));
+    }
+
+    #[test]
+    fn leaving_unsubscribes_every_connection_of_the_user() {
+        let h = hub();
+        let (a, mut arx) = conn(&h, "alice");
+        let (b1, mut b1rx) = conn(&h, "bob");
+        let (b2, mut b2rx) = conn(&h, "bob");
+        for r in [&a, &b1, &b2] {
+            h.subscribe("r", r);
+            h.go_live("r", r.id, 0);
+        }
+        drain(&mut arx);
+        drain(&mut b1rx);
+        h.dispatch(Event::Left { room: "r".into(), user: "bob".into(), except: Some(b1.id) });
+        assert!(drain(&mut b1rx).is_empty(), "the requester gets its own reply");
+        assert_eq!(drain(&mut b2rx).last().expect("left")["type"], "left");
+        assert_eq!(drain(&mut arx)[0]["type"], "member_left");
+        assert!(!h.is_subscribed("r", b2.id));
+        h.dispatch(msg(1));
+        assert!(drain(&mut b2rx).is_empty());
+    }
+
+    #[test]
+    fn revoking_a_token_kicks_its_connections_only() {
+        let h = hub();
+        let (o1, _r1) = Outbox::new(4);
+        let (o2, _r2) = Outbox::new(4);
+        h.register("alice", Some([1; 32]), o1.clone());
+        h.register("alice", Some([2; 32]), o2.clone());
+        h.dispatch(Event::TokenRevoked { hash: [1; 32] });
+        assert_eq!(o1.close_reason().map(|c| c.0), Some(chat_proto::close::TOKEN_REVOKED));
+        assert!(!o2.is_kicked());
+    }
+}

@@ -1,0 +1,80 @@
+//! Token buckets: the per-user rate limit, and the "abuse" bucket that decides when a client
+//! that keeps sending after `rate_limited` is disconnected. Monotonic time only, so a wall clock
+//! jump neither floods nor starves anyone.
+
+use std::time::{Duration, Instant};
+
+/// A token bucket: `burst` tokens, refilled at `per_sec`.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    tokens: f64,
+    burst: f64,
+    per_sec: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket. `per_sec == 0` means unlimited.
+    pub fn new(per_sec: u32, burst: u32, now: Instant) -> Self {
+        Self {
+            tokens: f64::from(burst.max(1)),
+            burst: f64::from(burst.max(1)),
+            per_sec: f64::from(per_sec),
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.per_sec).min(self.burst);
+        self.last = now;
+    }
+
+    /// Takes one token, or says how long until one is there.
+    pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        if self.per_sec == 0.0 {
+            return Ok(());
+        }
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - self.tokens) / self.per_sec;
+            Err(Duration::from_secs_f64(wait).max(Duration::from_millis(1)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refill() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10, 3, t0);
+        assert!(b.take(t0).is_ok());
+        assert!(b.take(t0).is_ok());
+        assert!(b.take(t0).is_ok());
+        let wait = b.take(t0).expect_err("empty");
+        assert!(wait <= Duration::from_millis(100) && wait >= Duration::from_millis(99), "{wait:?}");
+        assert!(b.take(t0 + Duration::from_millis(100)).is_ok());
+        assert!(b.take(t0 + Duration::from_millis(100)).is_err());
+        // A long pause refills only up to the burst.
+        let later = t0 + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert!(b.take(later).is_ok());
+        }
+        assert!(b.take(later).is_err());
+    }
+
+    #[test]
+    fn zero_rate_is_unlimited() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(0, 1, t0);
+        for _ in 0..1000 {
+            assert!(b.take(t0).is_ok());
+        }
+    }
+}
