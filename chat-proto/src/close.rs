@@ -19,8 +19,9 @@ pub const PROTOCOL_ERROR: u16 = 4000;
 pub const AUTH_TIMEOUT: u16 = 4001;
 /// `hello` offered no protocol version the server speaks.
 pub const UNSUPPORTED_VERSION: u16 = 4002;
-/// The token this connection authenticated with was revoked (logout from any connection).
-pub const TOKEN_REVOKED: u16 = 4003;
+/// The token is not (or no longer) valid: it was revoked by a logout, or the token in `hello` was
+/// unknown. Log in again with a password.
+pub const AUTH_FAILED: u16 = 4003;
 /// The client stopped reading: its outbound queue filled up. Reconnect and catch up with
 /// `since_seq`.
 pub const SLOW_CONSUMER: u16 = 4008;
@@ -34,7 +35,7 @@ pub const HEARTBEAT_TIMEOUT: u16 = 4010;
 pub fn should_reconnect(code: u16) -> bool {
     !matches!(
         code,
-        NORMAL | UNSUPPORTED_DATA | PROTOCOL_ERROR | UNSUPPORTED_VERSION | TOKEN_REVOKED
+        NORMAL | UNSUPPORTED_DATA | PROTOCOL_ERROR | UNSUPPORTED_VERSION | AUTH_FAILED
     )
 }
 
@@ -48,7 +49,7 @@ pub const ALL: &[(u16, &str)] = &[
     (PROTOCOL_ERROR, "protocol_error"),
     (AUTH_TIMEOUT, "auth_timeout"),
     (UNSUPPORTED_VERSION, "unsupported_version"),
-    (TOKEN_REVOKED, "token_revoked"),
+    (AUTH_FAILED, "auth_failed"),
     (SLOW_CONSUMER, "slow_consumer"),
     (RATE_LIMIT_ABUSE, "rate_limit_abuse"),
     (HEARTBEAT_TIMEOUT, "heartbeat_timeout"),

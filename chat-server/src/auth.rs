@@ -2,8 +2,8 @@
 //! tokens are 256 random bits shown to the client once and stored only as their SHA-256, so a
 //! leaked database holds no usable token.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -20,8 +20,11 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 
 /// Whether `password` matches a stored hash. A malformed stored hash never matches.
 pub fn verify_password(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored)
-        .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    PasswordHash::new(stored).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 /// A hash that [`verify_password`] always rejects, checked when the user does not exist so that
@@ -45,7 +48,10 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 
 /// Tokens are 64 lowercase hex characters; anything else is refused before any lookup.
 pub fn token_well_formed(token: &str) -> bool {
-    token.len() == 64 && token.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    token.len() == 64
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]

@@ -131,8 +131,10 @@ impl Room {
             }
             match &mut sub.held {
                 Some(held) if held.len() >= max_held => {
-                    sub.outbox
-                        .kick(chat_proto::close::SLOW_CONSUMER, "too much traffic while joining");
+                    sub.outbox.kick(
+                        chat_proto::close::SLOW_CONSUMER,
+                        "too much traffic while joining",
+                    );
                 }
                 Some(held) => held.push(Held {
                     seq,
@@ -145,7 +147,14 @@ impl Room {
         }
     }
 
-    fn presence(&mut self, room: &str, user: &str, status: Status, except_conn: Option<ConnId>, max_held: usize) {
+    fn presence(
+        &mut self,
+        room: &str,
+        user: &str,
+        status: Status,
+        except_conn: Option<ConnId>,
+        max_held: usize,
+    ) {
         let f = frame(&ServerFrame::Presence {
             room: room.to_owned(),
             changes: vec![chat_proto::Member {
@@ -222,7 +231,12 @@ impl Hub {
     }
 
     /// Adds an authenticated connection.
-    pub fn register(&self, user: &str, token_hash: Option<[u8; 32]>, outbox: Arc<Outbox>) -> Registered {
+    pub fn register(
+        &self,
+        user: &str,
+        token_hash: Option<[u8; 32]>,
+        outbox: Arc<Outbox>,
+    ) -> Registered {
         let mut reg = lock(&self.registry);
         reg.next_id += 1;
         let id = reg.next_id;
@@ -313,7 +327,13 @@ impl Hub {
                 *n += 1;
                 if *n == 1 {
                     let status = room.status_of(&reg.user);
-                    room.presence(room_name, &reg.user, status, Some(reg.id), self.config.max_held);
+                    room.presence(
+                        room_name,
+                        &reg.user,
+                        status,
+                        Some(reg.id),
+                        self.config.max_held,
+                    );
                 }
             }
         }
@@ -341,6 +361,17 @@ impl Hub {
                 break;
             }
         }
+    }
+
+    /// Removes one connection from one room (a join that failed half-way).
+    pub fn unsubscribe(&self, room_name: &str, id: ConnId) {
+        if let Some(e) = lock(&self.registry).conns.get_mut(&id) {
+            e.rooms.remove(room_name);
+        }
+        if let Some(room) = self.room(room_name) {
+            lock(&room).remove_sub(room_name, id, true, self.config.max_held);
+        }
+        self.gc_room(room_name);
     }
 
     /// Whether the connection is subscribed to the room.
@@ -435,7 +466,8 @@ impl Hub {
                 let registry = lock(&self.registry);
                 for e in registry.conns.values() {
                     if e.token_hash == Some(hash) {
-                        e.outbox.kick(chat_proto::close::TOKEN_REVOKED, "token revoked");
+                        e.outbox
+                            .kick(chat_proto::close::AUTH_FAILED, "token revoked");
                     }
                 }
             }
@@ -459,7 +491,11 @@ impl Hub {
     fn user_left(&self, room_name: &str, user: &str, except: Option<ConnId>) {
         let conns: Vec<(ConnId, Arc<Outbox>)> = {
             let mut registry = lock(&self.registry);
-            let ids = registry.users.get(user).map(|u| u.conns.clone()).unwrap_or_default();
+            let ids = registry
+                .users
+                .get(user)
+                .map(|u| u.conns.clone())
+                .unwrap_or_default();
             ids.into_iter()
                 .filter_map(|id| {
                     let e = registry.conns.get_mut(&id)?;
@@ -494,7 +530,11 @@ impl Hub {
 
     /// Every outbox, for shutdown.
     pub fn all_outboxes(&self) -> Vec<Arc<Outbox>> {
-        lock(&self.registry).conns.values().map(|e| e.outbox.clone()).collect()
+        lock(&self.registry)
+            .conns
+            .values()
+            .map(|e| e.outbox.clone())
+            .collect()
     }
 }
 
@@ -589,12 +629,18 @@ mod tests {
         assert!(drain(&mut arx).is_empty(), "not expired yet");
         h.expire_typing(Instant::now() + Duration::from_millis(60));
         let seen = drain(&mut arx);
-        assert_eq!((seen[0]["type"].as_str(), &seen[0]["active"]), (Some("typing"), &false.into()));
+        assert_eq!(
+            (seen[0]["type"].as_str(), &seen[0]["active"]),
+            (Some("typing"), &false.into())
+        );
         h.typing("r", "bob", true);
         drain(&mut arx);
         h.unregister(b.id);
         let seen = drain(&mut arx);
-        assert_eq!(seen[0]["active"], false, "disconnect clears typing: {seen:?}");
+        assert_eq!(
+            seen[0]["active"], false,
+            "disconnect clears typing: {seen:?}"
+        );
         assert_eq!(seen[1]["changes"][0]["status"], "offline");
     }
 
@@ -607,7 +653,10 @@ mod tests {
         for s in 1..=9 {
             h.dispatch(msg(s));
         }
-        assert_eq!(out.close_reason().map(|c| c.0), Some(chat_proto::close::SLOW_CONSUMER));
+        assert_eq!(
+            out.close_reason().map(|c| c.0),
+            Some(chat_proto::close::SLOW_CONSUMER)
+        );
     }
 
     #[test]
@@ -622,8 +671,15 @@ mod tests {
         }
         drain(&mut arx);
         drain(&mut b1rx);
-        h.dispatch(Event::Left { room: "r".into(), user: "bob".into(), except: Some(b1.id) });
-        assert!(drain(&mut b1rx).is_empty(), "the requester gets its own reply");
+        h.dispatch(Event::Left {
+            room: "r".into(),
+            user: "bob".into(),
+            except: Some(b1.id),
+        });
+        assert!(
+            drain(&mut b1rx).is_empty(),
+            "the requester gets its own reply"
+        );
         assert_eq!(drain(&mut b2rx).last().expect("left")["type"], "left");
         assert_eq!(drain(&mut arx)[0]["type"], "member_left");
         assert!(!h.is_subscribed("r", b2.id));
@@ -639,7 +695,10 @@ mod tests {
         h.register("alice", Some([1; 32]), o1.clone());
         h.register("alice", Some([2; 32]), o2.clone());
         h.dispatch(Event::TokenRevoked { hash: [1; 32] });
-        assert_eq!(o1.close_reason().map(|c| c.0), Some(chat_proto::close::TOKEN_REVOKED));
+        assert_eq!(
+            o1.close_reason().map(|c| c.0),
+            Some(chat_proto::close::AUTH_FAILED)
+        );
         assert!(!o2.is_kicked());
     }
 }

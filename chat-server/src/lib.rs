@@ -3,7 +3,14 @@
 
 pub mod auth;
 pub mod broker;
+pub mod clock;
+mod cmd;
+pub mod config;
+mod connection;
+mod handshake;
 pub mod hub;
 pub mod outbox;
 pub mod rate;
+pub mod server;
+mod session;
 pub mod store;

@@ -1,1 +1,92 @@
-fn main() {}
+//! The `chat-server` binary: flags, logging, the database, and the signal that stops it.
+
+use std::io::BufRead;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use chat_server::config::{Cli, Command, UserCommand};
+use chat_server::store::Store;
+use chat_server::store::sqlite::SqliteStore;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.serve.into_config().map_err(anyhow::Error::msg)?;
+    let store = SqliteStore::open(&config.db)
+        .with_context(|| format!("opening the database {}", config.db.display()))?;
+    match cli.command {
+        Some(Command::User(UserCommand::Add { name })) => add_user(&store, &name).await,
+        None => serve(config, Arc::new(store)).await,
+    }
+}
+
+async fn add_user(store: &SqliteStore, name: &str) -> anyhow::Result<()> {
+    chat_proto::limits::check_username(name).map_err(anyhow::Error::msg)?;
+    let mut password = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut password)
+        .context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if let Err(why) = chat_proto::limits::check_password(password) {
+        bail!("{why} (the password is read from standard input, one line)");
+    }
+    let hash = chat_server::auth::hash_password(password).map_err(anyhow::Error::msg)?;
+    match store.create_user(name, &hash).await {
+        Ok(()) => {
+            println!("created user {name}");
+            Ok(())
+        }
+        Err(chat_server::store::StoreError::Conflict) => bail!("user {name} already exists"),
+        Err(e) => Err(e).context("creating the user"),
+    }
+}
+
+async fn serve(config: chat_server::config::Config, store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let db = config.db.clone();
+    let server = chat_server::server::start(config.clone(), store)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!(addr = %server.addr, db = %db.display(), "listening on ws://{}/ws", server.addr);
+    wait_for_signal().await?;
+    tracing::info!("shutting down: closing connections, committing pending writes");
+    server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT"),
+        _ = term.recv() => Ok(()),
+    }
+}

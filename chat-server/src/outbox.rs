@@ -58,6 +58,11 @@ impl Outbox {
         self.kick.cancel();
     }
 
+    /// Cancelled when the connection is kicked.
+    pub fn kick_token(&self) -> CancellationToken {
+        self.kick.clone()
+    }
+
     pub fn is_kicked(&self) -> bool {
         self.kick.is_cancelled()
     }
@@ -80,10 +85,16 @@ mod tests {
         assert!(!out.is_kicked());
         assert!(!out.push("c".into()));
         assert!(out.is_kicked());
-        assert_eq!(out.close_reason().map(|c| c.0), Some(chat_proto::close::SLOW_CONSUMER));
+        assert_eq!(
+            out.close_reason().map(|c| c.0),
+            Some(chat_proto::close::SLOW_CONSUMER)
+        );
         // The first reason sticks.
         out.kick(1000, "later");
-        assert_eq!(out.close_reason().map(|c| c.0), Some(chat_proto::close::SLOW_CONSUMER));
+        assert_eq!(
+            out.close_reason().map(|c| c.0),
+            Some(chat_proto::close::SLOW_CONSUMER)
+        );
         assert_eq!(rx.rx.try_recv().ok().as_deref(), Some("a"));
     }
 }

@@ -58,7 +58,10 @@ mod tests {
         assert!(b.take(t0).is_ok());
         assert!(b.take(t0).is_ok());
         let wait = b.take(t0).expect_err("empty");
-        assert!(wait <= Duration::from_millis(100) && wait >= Duration::from_millis(99), "{wait:?}");
+        assert!(
+            wait <= Duration::from_millis(100) && wait >= Duration::from_millis(99),
+            "{wait:?}"
+        );
         assert!(b.take(t0 + Duration::from_millis(100)).is_ok());
         assert!(b.take(t0 + Duration::from_millis(100)).is_err());
         // A long pause refills only up to the burst.

@@ -72,7 +72,9 @@ pub struct Appended {
 /// Called once per append, after the commit (or its failure), in commit order, on the store's
 /// writer thread: it must not block. If the store drops it uncalled (shutdown, a batch that could
 /// not start), it reports `Closed`, so no sender waits forever for an ack.
-pub struct AppendDone(Option<Box<dyn FnOnce(Result<Appended, StoreError>) + Send>>);
+pub struct AppendDone(Option<AppendFn>);
+
+type AppendFn = Box<dyn FnOnce(Result<Appended, StoreError>) + Send>;
 
 impl AppendDone {
     pub fn new(f: impl FnOnce(Result<Appended, StoreError>) + Send + 'static) -> Self {

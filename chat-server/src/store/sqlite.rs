@@ -9,13 +9,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use chat_proto::limits::dm_room_name;
 use chat_proto::{HistoryMessage, RoomInfo, RoomKind, Visibility};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::now_ms;
 
 use super::{AppendDone, Appended, NewMessage, RoomRecord, Store, StoreError};
 
@@ -87,13 +88,6 @@ struct Inner {
     jobs: mpsc::Sender<Job>,
     /// Idle read connections. A std Mutex: held only to push or pop, never across `.await`.
     readers: Mutex<Vec<Connection>>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn kind_str(k: RoomKind) -> &'static str {

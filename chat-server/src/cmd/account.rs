@@ -1,0 +1,193 @@
+//! hello, register, login, auth, logout.
+
+use chat_proto::limits::{check_password, check_username};
+use chat_proto::{ErrorCode, Limits, ServerFrame, close, limits, negotiate_version};
+
+use crate::auth::{
+    dummy_hash, hash_password, new_token, token_hash, token_well_formed, verify_password,
+};
+use crate::broker::Event;
+use crate::config::Registration;
+use crate::session::{Authed, Fail, Outcome, Session};
+
+impl Session {
+    /// The first frame: pick a version, maybe authenticate with the token it carries.
+    pub(crate) async fn hello(&mut self, versions: Vec<u32>, token: Option<String>) {
+        let Some(version) = negotiate_version(&versions) else {
+            self.reply(&ServerFrame::error(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "this server speaks protocol versions {:?}",
+                    chat_proto::SUPPORTED_VERSIONS
+                ),
+            ));
+            self.outbox
+                .kick(close::UNSUPPORTED_VERSION, "no common protocol version");
+            return;
+        };
+        self.hello = true;
+        // A token in the Authorization header wins over one in hello.
+        if let (Some(token), None) = (token, &self.authed) {
+            match self.check_token(&token).await {
+                Ok(user) => self.become_authed(&user, token_hash(&token)),
+                Err(fail) => {
+                    let code = fail.code;
+                    self.reply(&ServerFrame::error(code, fail.message));
+                    if code == ErrorCode::InvalidToken {
+                        self.outbox.kick(close::AUTH_FAILED, "invalid token");
+                    }
+                    return;
+                }
+            }
+        }
+        let c = &self.ctx.config;
+        self.reply(&ServerFrame::Welcome {
+            protocol: version,
+            server: format!("chat-server/{}", env!("CARGO_PKG_VERSION")),
+            user: self.authed.as_ref().map(|a| a.reg.user.to_string()),
+            heartbeat_ms: c.ping_interval.as_millis() as u64,
+            limits: Limits {
+                max_frame_bytes: limits::MAX_FRAME_BYTES as u64,
+                max_body_bytes: limits::MAX_BODY_BYTES as u64,
+                history_page_max: limits::HISTORY_PAGE_MAX,
+                max_replay: c.max_replay,
+                rate_per_sec: c.rate_per_sec,
+                rate_burst: c.rate_burst,
+            },
+        });
+    }
+
+    /// The user a token belongs to, or `invalid_token`.
+    pub(crate) async fn check_token(&self, token: &str) -> Result<String, Fail> {
+        if !token_well_formed(token) {
+            return Err(Fail::new(ErrorCode::InvalidToken, "malformed token"));
+        }
+        self.ctx
+            .store
+            .token_user(&token_hash(token))
+            .await?
+            .ok_or_else(|| Fail::new(ErrorCode::InvalidToken, "unknown or revoked token"))
+    }
+
+    pub(crate) fn become_authed(&mut self, user: &str, token_hash: [u8; 32]) {
+        let reg = self
+            .ctx
+            .hub
+            .register(user, Some(token_hash), self.outbox.clone());
+        tracing::debug!(user, conn = reg.id, "authenticated");
+        self.authed = Some(Authed { reg, token_hash });
+    }
+
+    fn not_yet_authed(&self) -> Outcome {
+        if self.authed.is_some() {
+            Err(Fail::new(
+                ErrorCode::AlreadyAuthenticated,
+                "this connection is already authenticated",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs a password hash off the async threads, at most a few at a time: argon2 is slow on
+    /// purpose, and a login flood must not take every core.
+    async fn hashing<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Fail> {
+        let _permit = self
+            .ctx
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| Fail::new(ErrorCode::Unavailable, "the server is shutting down"))?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|_| Fail::new(ErrorCode::Internal, "password hashing failed"))
+    }
+
+    async fn issue_token(&mut self, user: &str) -> Outcome {
+        let token = new_token();
+        let hash = token_hash(&token);
+        self.ctx.store.insert_token(user, &hash).await?;
+        self.become_authed(user, hash);
+        self.reply(&ServerFrame::AuthOk {
+            user: user.to_owned(),
+            token: Some(token),
+        });
+        Ok(())
+    }
+
+    pub(crate) async fn register(&mut self, username: String, password: String) -> Outcome {
+        self.not_yet_authed()?;
+        if self.ctx.config.registration == Registration::Closed {
+            return Err(Fail::new(
+                ErrorCode::RegistrationClosed,
+                "registration is closed on this server; ask its operator for an account",
+            ));
+        }
+        check_username(&username).map_err(|m| Fail::new(ErrorCode::InvalidName, m))?;
+        check_password(&password).map_err(|m| Fail::new(ErrorCode::InvalidPassword, m))?;
+        if self.ctx.store.user_exists(&username).await? {
+            return Err(Fail::new(
+                ErrorCode::UsernameTaken,
+                "that username is taken",
+            ));
+        }
+        let hash = self
+            .hashing(move || hash_password(&password))
+            .await?
+            .map_err(|e| {
+                tracing::error!(error = %e, "hashing a password failed");
+                Fail::new(ErrorCode::Internal, "password hashing failed")
+            })?;
+        match self.ctx.store.create_user(&username, &hash).await {
+            Err(crate::store::StoreError::Conflict) => {
+                return Err(Fail::new(
+                    ErrorCode::UsernameTaken,
+                    "that username is taken",
+                ));
+            }
+            other => other?,
+        }
+        tracing::info!(user = %username, "registered");
+        self.issue_token(&username).await
+    }
+
+    pub(crate) async fn login(&mut self, username: String, password: String) -> Outcome {
+        self.not_yet_authed()?;
+        let stored = self.ctx.store.password_hash(&username).await?;
+        let ok = self
+            .hashing(move || {
+                // Verify even for a missing user, so timing does not tell which names exist.
+                let hash = stored.as_deref().unwrap_or_else(|| dummy_hash());
+                verify_password(&password, hash) && stored.is_some()
+            })
+            .await?;
+        if !ok {
+            return Err(Fail::new(
+                ErrorCode::InvalidCredentials,
+                "wrong username or password",
+            ));
+        }
+        self.issue_token(&username).await
+    }
+
+    pub(crate) async fn auth(&mut self, token: String) -> Outcome {
+        self.not_yet_authed()?;
+        let user = self.check_token(&token).await?;
+        self.become_authed(&user, token_hash(&token));
+        self.reply(&ServerFrame::AuthOk { user, token: None });
+        Ok(())
+    }
+
+    pub(crate) async fn logout(&mut self) -> Outcome {
+        let hash = self.authed()?.token_hash;
+        self.ctx.store.revoke_token(&hash).await?;
+        self.reply(&ServerFrame::Ok);
+        // This connection closes normally; the others that used the token get 4003.
+        self.outbox.kick(close::NORMAL, "logged out");
+        self.ctx.broker.publish(Event::TokenRevoked { hash });
+        Ok(())
+    }
+}

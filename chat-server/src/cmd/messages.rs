@@ -1,0 +1,130 @@
+//! send, history, typing, set_status.
+
+use chat_proto::limits::{HISTORY_PAGE_MAX, check_body, check_message_id};
+use chat_proto::{ErrorCode, ServerFrame, Status, encode};
+
+use crate::broker::Event;
+use crate::session::{Fail, Outcome, Session};
+use crate::store::{AppendDone, NewMessage};
+
+/// Messages per `history` reply when the client gives no limit.
+const DEFAULT_HISTORY: u32 = 50;
+
+impl Session {
+    fn require_subscribed(&self, room: &str) -> Outcome {
+        let a = self.authed()?;
+        if self.ctx.hub.is_subscribed(room, a.reg.id) {
+            Ok(())
+        } else {
+            Err(Fail::new(
+                ErrorCode::NotMember,
+                "join the room on this connection first",
+            )
+            .in_room(room))
+        }
+    }
+
+    /// Queues the message for the group commit and returns at once: the ack (to this
+    /// connection) and the broadcast (to the room) go out from the store's completion, after the
+    /// commit and in seq order. Reading the next frame does not wait for the disk.
+    pub(crate) async fn send(&mut self, room: String, id: String, body: String) -> Outcome {
+        check_message_id(&id).map_err(|m| Fail::new(ErrorCode::InvalidId, m).in_room(&room))?;
+        check_body(&body).map_err(|m| Fail::new(ErrorCode::InvalidBody, m).in_room(&room))?;
+        self.require_subscribed(&room)?;
+        let user = self.authed()?.reg.user.clone();
+        self.ctx.hub.typing(&room, &user, false);
+        let outbox = self.outbox.clone();
+        let reference = self.reference.clone();
+        let broker = self.ctx.broker.clone();
+        let done = AppendDone::new(move |result| match result {
+            Ok(a) => {
+                let ack = ServerFrame::Ack {
+                    id: a.client_id.clone(),
+                    room: a.room.clone(),
+                    seq: a.seq,
+                    ts: a.ts,
+                    duplicate: a.duplicate,
+                };
+                outbox.push(encode(&ack, reference.as_ref()).into());
+                if !a.duplicate {
+                    let frame = encode(
+                        &ServerFrame::Message {
+                            room: a.room.clone(),
+                            seq: a.seq,
+                            id: a.client_id,
+                            from: a.from,
+                            body: a.body,
+                            ts: a.ts,
+                        },
+                        None,
+                    );
+                    broker.publish(Event::Room {
+                        room: a.room.into(),
+                        seq: Some(a.seq),
+                        frame: frame.into(),
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "append failed");
+                let fail = ServerFrame::Error {
+                    code: ErrorCode::Internal,
+                    message: "the message was not stored; send it again with the same id".into(),
+                    room: None,
+                    retry_after_ms: None,
+                };
+                outbox.push(encode(&fail, reference.as_ref()).into());
+            }
+        });
+        let msg = NewMessage {
+            room,
+            from: user.to_string(),
+            client_id: id,
+            body,
+        };
+        self.ctx.store.append(msg, done).await.map_err(Fail::from)
+    }
+
+    pub(crate) async fn history(
+        &mut self,
+        room: String,
+        before_seq: Option<u64>,
+        limit: Option<u32>,
+    ) -> Outcome {
+        self.require_member(&room).await?;
+        let limit = limit.unwrap_or(DEFAULT_HISTORY).clamp(1, HISTORY_PAGE_MAX);
+        let (messages, has_more) = self
+            .ctx
+            .store
+            .history_before(&room, before_seq, limit)
+            .await?;
+        self.reply(&ServerFrame::History {
+            room,
+            messages,
+            has_more,
+        });
+        Ok(())
+    }
+
+    /// No reply on success: typing is fire-and-forget.
+    pub(crate) fn typing(&mut self, room: String, active: bool) -> Outcome {
+        self.require_subscribed(&room)?;
+        let user = self.authed()?.reg.user.clone();
+        self.ctx.hub.typing(&room, &user, active);
+        Ok(())
+    }
+
+    pub(crate) fn set_status(&mut self, status: Status) -> Outcome {
+        let away = match status {
+            Status::Online => false,
+            Status::Away => true,
+            Status::Offline => {
+                return Err(Fail::new(ErrorCode::BadFrame, "status is online or away"));
+            }
+        };
+        let a = self.authed()?;
+        self.ctx.hub.set_away(&a.reg, away);
+        self.reply(&ServerFrame::Ok);
+        Ok(())
+    }
+}

@@ -1,0 +1,236 @@
+//! Command-line flags (each with an environment fallback) and the [`Config`] they produce.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// chat-server: a WebSocket chat server with accounts, rooms, durable history and presence.
+///
+/// Clients connect to ws://LISTEN/ws and speak the protocol in docs/protocol.md.
+#[derive(Debug, Parser)]
+#[command(name = "chat-server", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage accounts without a running server (needed with --registration closed).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account; the password is read from standard input (one line).
+    Add {
+        /// Username: 1-32 of a-z 0-9 _ - starting with a letter or digit.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Registration {
+    /// Anyone may create an account with the `register` frame.
+    Open,
+    /// `register` is refused; accounts are made with `chat-server user add`.
+    Closed,
+}
+
+/// Parses `250ms`, `20s`, `2m` or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration: write e.g. 500ms, 20s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("`{s}` has unknown unit `{unit}`: use ms, s or m")),
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; the WebSocket endpoint is /ws.
+    #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:7878")]
+    pub listen: SocketAddr,
+
+    /// SQLite database file [default: chat.db in the platform data directory]
+    #[arg(long, env = "CHAT_DB")]
+    pub db: Option<PathBuf>,
+
+    /// Whether clients may create accounts themselves.
+    #[arg(long, env = "CHAT_REGISTRATION", value_enum, default_value = "open")]
+    pub registration: Registration,
+
+    /// How often the server pings each connection.
+    #[arg(long, env = "CHAT_PING_INTERVAL", default_value = "20s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// A connection silent for this long after a ping is closed (4010).
+    #[arg(long, env = "CHAT_PING_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub ping_timeout: Duration,
+
+    /// A connection not authenticated within this time is closed (4001).
+    #[arg(long, env = "CHAT_AUTH_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub auth_timeout: Duration,
+
+    /// A typing indicator not refreshed within this time is cleared.
+    #[arg(long, env = "CHAT_TYPING_TIMEOUT", default_value = "6s", value_parser = parse_duration)]
+    pub typing_timeout: Duration,
+
+    /// Sustained frames per second per user (token bucket refill); 0 turns the limit off.
+    #[arg(long, env = "CHAT_RATE_PER_SEC", default_value_t = 20)]
+    pub rate_per_sec: u32,
+
+    /// Frames a user may send in a burst (token bucket size).
+    #[arg(long, env = "CHAT_RATE_BURST", default_value_t = 50)]
+    pub rate_burst: u32,
+
+    /// Refused frames a connection may send (refilled one per second) before it is closed (4009).
+    #[arg(long, env = "CHAT_RATE_STRIKES", default_value_t = 20)]
+    pub rate_strikes: u32,
+
+    /// Frames queued for one client before it counts as not reading and is closed (4008).
+    #[arg(long, env = "CHAT_OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub outbound_queue: usize,
+
+    /// Messages sent with `joined` when the client gives no since_seq.
+    #[arg(long, env = "CHAT_HISTORY_ON_JOIN", default_value_t = 50)]
+    pub history_on_join: u32,
+
+    /// Largest gap a join with since_seq replays; a larger one is answered with a reload.
+    #[arg(long, env = "CHAT_MAX_REPLAY", default_value_t = 5000)]
+    pub max_replay: u64,
+
+    /// Most simultaneous connections; more are answered with HTTP 503.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 18_000)]
+    pub max_connections: usize,
+}
+
+/// Everything the server needs to run, resolved from flags (or built directly by tests).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub db: PathBuf,
+    pub registration: Registration,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub auth_timeout: Duration,
+    pub typing_timeout: Duration,
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+    pub rate_strikes: u32,
+    pub outbound_queue: usize,
+    pub history_on_join: u32,
+    pub max_replay: u64,
+    pub max_connections: usize,
+}
+
+/// Where the database lives when `--db` is not given.
+pub fn default_db_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "chat").map(|d| d.data_dir().join("chat.db"))
+}
+
+impl ServeArgs {
+    pub fn into_config(self) -> Result<Config, String> {
+        let db = match self.db {
+            Some(p) => p,
+            None => default_db_path().ok_or(
+                "no platform data directory could be found (is $HOME set?): pass --db PATH or set CHAT_DB",
+            )?,
+        };
+        if self.ping_interval.is_zero() || self.auth_timeout.is_zero() {
+            return Err("--ping-interval and --auth-timeout must be above zero".into());
+        }
+        if self.outbound_queue == 0 || self.max_connections == 0 {
+            return Err("--outbound-queue and --max-connections must be at least 1".into());
+        }
+        Ok(Config {
+            listen: self.listen,
+            db,
+            registration: self.registration,
+            ping_interval: self.ping_interval,
+            ping_timeout: self.ping_timeout,
+            auth_timeout: self.auth_timeout,
+            typing_timeout: self.typing_timeout,
+            rate_per_sec: self.rate_per_sec,
+            rate_burst: self.rate_burst.max(1),
+            rate_strikes: self.rate_strikes.max(1),
+            outbound_queue: self.outbound_queue,
+            history_on_join: self
+                .history_on_join
+                .min(chat_proto::limits::HISTORY_PAGE_MAX),
+            max_replay: self.max_replay,
+            max_connections: self.max_connections,
+        })
+    }
+}
+
+impl Config {
+    /// The defaults of every flag, on `listen` and `db` (for tests and embedding).
+    pub fn new(listen: SocketAddr, db: PathBuf) -> Self {
+        let args = Cli::parse_from(["chat-server"]).serve;
+        let mut c = ServeArgs {
+            db: Some(db),
+            ..args
+        }
+        .into_config()
+        .unwrap_or_else(|e| unreachable!("defaults are valid: {e}"));
+        c.listen = listen;
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse_and_refuse_nonsense() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5h").unwrap_err().contains("ms, s or m"));
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let cli = Cli::try_parse_from([
+            "chat-server",
+            "--listen",
+            "127.0.0.1:9999",
+            "--db",
+            "/tmp/x.db",
+            "--registration",
+            "closed",
+            "--ping-interval",
+            "500ms",
+        ])
+        .expect("parse");
+        let c = cli.serve.into_config().expect("config");
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.registration, Registration::Closed);
+        assert_eq!(c.ping_interval, Duration::from_millis(500));
+        assert!(Cli::try_parse_from(["chat-server", "--listen", "nowhere"]).is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! One client connection: the HTTP upgrade, then two halves. The reader (this task) decodes
+//! frames and hands them to the [`Session`]; the writer (its own task) drains the [`Outbox`],
+//! batching whatever is queued into one flush, and sends pings. Neither holds a lock across
+//! `.await`; they share only the outbox and a last-seen clock.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chat_proto::{close, limits};
+use futures_util::SinkExt;
+use futures_util::stream::{SplitSink, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::auth::token_hash;
+use crate::handshake;
+use crate::outbox::{Outbox, OutboxReceiver};
+use crate::server::Ctx;
+use crate::session::Session;
+
+/// Frames written before one flush: bounds how long a busy writer goes without flushing.
+const MAX_BATCH: usize = 256;
+/// How long a closing connection may take to flush what is queued and say goodbye.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// tungstenite's defaults reserve about 128 KiB of buffers per connection; chat frames are small
+/// and we flush per batch, so 4 KiB each is plenty and keeps idle connections cheap.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_write_buffer_size(4 * limits::MAX_FRAME_BYTES)
+        .max_message_size(Some(limits::MAX_FRAME_BYTES))
+        .max_frame_size(Some(limits::MAX_FRAME_BYTES))
+}
+
+/// Time since the connection started, in ms: what the reader stamps and the writer checks.
+struct LastSeen {
+    start: Instant,
+    ms: AtomicU64,
+}
+
+impl LastSeen {
+    fn touch(&self) {
+        self.ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Serves one TCP connection to the end. Errors stay here: they are logged, never returned to
+/// the accept loop.
+pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
+    let upgrade = match handshake::read_request(&mut tcp, ctx.config.auth_timeout).await {
+        Ok(u) => u,
+        Err(why) => {
+            tracing::debug!(%peer, %why, "handshake refused");
+            handshake::refuse(&mut tcp, &why).await;
+            return;
+        }
+    };
+    let outbox_and_rx = Outbox::new(ctx.config.outbound_queue);
+    let (outbox, orx) = outbox_and_rx;
+    let mut session = Session::new(ctx.clone(), outbox.clone());
+    if let Some(token) = &upgrade.bearer {
+        match session.check_token(token).await {
+            Ok(user) => session.become_authed(&user, token_hash(token)),
+            Err(fail) => {
+                tracing::debug!(%peer, "bearer token refused");
+                let (status, reason) = match fail.code {
+                    chat_proto::ErrorCode::InvalidToken => (401, "Unauthorized"),
+                    _ => (503, "Service Unavailable"),
+                };
+                handshake::reply(&mut tcp, status, reason, &format!("{}\n", fail.message)).await;
+                return;
+            }
+        }
+    }
+    if handshake::accept(&mut tcp, &upgrade.request).await.is_err() {
+        session.finish();
+        return;
+    }
+    let ws =
+        WebSocketStream::from_partially_read(tcp, upgrade.rest, Role::Server, Some(ws_config()))
+            .await;
+    let (sink, mut stream) = ws.split();
+    let seen = Arc::new(LastSeen {
+        start: Instant::now(),
+        ms: AtomicU64::new(0),
+    });
+    let writer = tokio::spawn(write_loop(
+        sink,
+        orx,
+        outbox.clone(),
+        ctx.clone(),
+        seen.clone(),
+    ));
+
+    let auth_deadline = tokio::time::sleep(ctx.config.auth_timeout);
+    tokio::pin!(auth_deadline);
+    let kick = outbox_kick(&outbox);
+    loop {
+        tokio::select! {
+            biased;
+            _ = kick.cancelled() => break,
+            _ = ctx.stop_reading.cancelled() => break,
+            _ = &mut auth_deadline, if !session.is_authed() => {
+                outbox.kick(close::AUTH_TIMEOUT, "not authenticated in time");
+                break;
+            }
+            msg = stream.next() => {
+                let Some(msg) = msg else { break };
+                match msg {
+                    Ok(Message::Text(text)) => {
+                        seen.touch();
+                        session.on_text(text.as_str()).await;
+                    }
+                    Ok(Message::Binary(_)) => {
+                        outbox.kick(close::UNSUPPORTED_DATA, "binary frames are not supported: send JSON in text frames");
+                        break;
+                    }
+                    Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => seen.touch(),
+                    Ok(Message::Close(_)) => break,
+                    Err(WsError::Capacity(e)) => {
+                        tracing::debug!(%peer, error = %e, "frame too large");
+                        outbox.kick(close::MESSAGE_TOO_BIG, "frame larger than 65536 bytes");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "read failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // At shutdown the writer drains and closes with 1001; otherwise this connection is done.
+    if !ctx.stop_reading.is_cancelled() {
+        outbox.kick(close::NORMAL, "");
+    }
+    let _ = writer.await;
+    session.finish();
+    if let Some((code, reason)) = outbox.close_reason()
+        && code != close::NORMAL
+    {
+        tracing::info!(%peer, code, reason, "connection closed by server");
+    }
+}
+
+/// The kick token of an outbox, for `select!`.
+fn outbox_kick(outbox: &Outbox) -> tokio_util::sync::CancellationToken {
+    outbox.kick_token()
+}
+
+type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
+
+async fn write_loop(
+    mut sink: Sink,
+    mut orx: OutboxReceiver,
+    outbox: Arc<Outbox>,
+    ctx: Arc<Ctx>,
+    seen: Arc<LastSeen>,
+) {
+    let interval = ctx.config.ping_interval;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (code, reason) = loop {
+        tokio::select! {
+            biased;
+            _ = orx.kick.cancelled() => {
+                break outbox.close_reason().unwrap_or((close::NORMAL, ""));
+            }
+            _ = ctx.close_all.cancelled() => break (close::GOING_AWAY, "server shutting down"),
+            frame = orx.rx.recv() => {
+                let Some(frame) = frame else { break (close::NORMAL, "") };
+                if write_batch(&mut sink, &mut orx, frame).await.is_err() {
+                    outbox.kick(close::NORMAL, "");
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                if seen.silent_for() > interval + ctx.config.ping_timeout {
+                    outbox.kick(close::HEARTBEAT_TIMEOUT, "no answer to pings");
+                    continue;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    outbox.kick(close::NORMAL, "");
+                    return;
+                }
+            }
+        }
+    };
+    // Say goodbye: flush what is already queued (acks, the error that explains the close), then
+    // the close frame, all within a grace period so a client that reads nothing cannot hold us.
+    let goodbye = async {
+        while let Ok(frame) = orx.rx.try_recv() {
+            sink.feed(Message::Text(frame)).await?;
+        }
+        sink.send(Message::Close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        })))
+        .await?;
+        // Wait for the client's close reply (the stream half sees it) briefly; then drop.
+        sink.close().await
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, goodbye).await;
+}
+
+/// Writes `first` and whatever else is queued, then flushes once.
+async fn write_batch(
+    sink: &mut Sink,
+    orx: &mut OutboxReceiver,
+    first: tokio_tungstenite::tungstenite::Utf8Bytes,
+) -> Result<(), WsError> {
+    sink.feed(Message::Text(first)).await?;
+    for _ in 1..MAX_BATCH {
+        match orx.rx.try_recv() {
+            Ok(frame) => sink.feed(Message::Text(frame)).await?,
+            Err(_) => break,
+        }
+    }
+    sink.flush().await
+}

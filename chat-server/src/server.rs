@@ -1,0 +1,156 @@
+//! The accept loop, the shared context every connection gets, and graceful shutdown:
+//! stop accepting -> stop reading -> let the store commit what is queued (its acks go out) ->
+//! close every connection with 1001 -> wait for the tasks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{Broker, LocalBroker};
+use crate::config::Config;
+use crate::hub::{Hub, HubConfig};
+use crate::store::Store;
+
+/// What every connection shares.
+pub struct Ctx {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
+    /// Bounds concurrent argon2 work: password hashing is slow on purpose.
+    pub hashing: Semaphore,
+    /// Shutdown step 1: readers stop taking frames.
+    pub stop_reading: CancellationToken,
+    /// Shutdown step 2: writers flush what is queued and close with 1001.
+    pub close_all: CancellationToken,
+}
+
+/// A server running in the background.
+pub struct RunningServer {
+    /// The address actually bound (port 0 resolved).
+    pub addr: SocketAddr,
+    ctx: Arc<Ctx>,
+    stop_accepting: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Binds `config.listen` and serves on it until [`RunningServer::shutdown`].
+pub async fn start(config: Config, store: Arc<dyn Store>) -> std::io::Result<RunningServer> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let hub = Arc::new(Hub::new(HubConfig {
+        typing_timeout: config.typing_timeout,
+        max_held: config.outbound_queue,
+        rate_per_sec: config.rate_per_sec,
+        rate_burst: config.rate_burst,
+    }));
+    let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new(hub.clone()));
+    let ctx = Arc::new(Ctx {
+        hashing: Semaphore::new(2),
+        config,
+        store,
+        hub,
+        broker,
+        stop_reading: CancellationToken::new(),
+        close_all: CancellationToken::new(),
+    });
+    let stop_accepting = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tasks.spawn(accept_loop(
+        listener,
+        ctx.clone(),
+        stop_accepting.clone(),
+        tasks.clone(),
+    ));
+    tasks.spawn(typing_sweeper(ctx.clone()));
+    Ok(RunningServer {
+        addr,
+        ctx,
+        stop_accepting,
+        tasks,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (mut tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors, mostly: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tasks.spawn(async move {
+                crate::handshake::reply(
+                    &mut tcp,
+                    503,
+                    "Service Unavailable",
+                    "too many connections\n",
+                )
+                .await;
+            });
+            continue;
+        };
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            crate::connection::serve(tcp, peer, ctx).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn typing_sweeper(ctx: Arc<Ctx>) {
+    let period =
+        (ctx.config.typing_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = ctx.stop_reading.cancelled() => return,
+            _ = tick.tick() => ctx.hub.expire_typing(Instant::now()),
+        }
+    }
+}
+
+impl RunningServer {
+    /// The hub, for tests that look at live state.
+    pub fn hub(&self) -> &Hub {
+        &self.ctx.hub
+    }
+
+    /// Shuts down gracefully; returns once every connection task has ended.
+    pub async fn shutdown(self) {
+        self.stop_accepting.cancel();
+        self.ctx.stop_reading.cancel();
+        // Everything already queued for the store commits and its acks are queued to clients.
+        if let Err(e) = self.ctx.store.flush().await {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+        self.ctx.close_all.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close within 5 s");
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! One connection's protocol state: hello, authentication, rate limits, and the dispatch of each
+//! decoded frame to its command in `cmd/`. Replies go to the connection's [`Outbox`]; nothing
+//! here touches the socket.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chat_proto::limits::MAX_CONSECUTIVE_BAD_FRAMES;
+use chat_proto::{ClientFrame, ErrorCode, Ref, ServerFrame, close, decode_client, encode};
+
+use crate::hub::Registered;
+use crate::outbox::Outbox;
+use crate::rate::TokenBucket;
+use crate::server::Ctx;
+use crate::store::StoreError;
+
+/// A request that failed: becomes an `error` frame carrying the request's `ref`.
+#[derive(Debug)]
+pub struct Fail {
+    pub code: ErrorCode,
+    pub message: String,
+    pub room: Option<String>,
+}
+
+impl Fail {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            room: None,
+        }
+    }
+
+    pub fn in_room(mut self, room: &str) -> Self {
+        self.room = Some(room.to_owned());
+        self
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Closed => Fail::new(ErrorCode::Unavailable, "the server is shutting down"),
+            other => {
+                tracing::error!(error = %other, "storage failed");
+                Fail::new(ErrorCode::Internal, "storage error; try again")
+            }
+        }
+    }
+}
+
+pub type Outcome = Result<(), Fail>;
+
+/// An authenticated connection.
+pub struct Authed {
+    pub reg: Registered,
+    /// The token this connection proved, so `logout` can revoke exactly it.
+    pub token_hash: [u8; 32],
+}
+
+/// The state of one connection.
+pub struct Session {
+    pub ctx: Arc<Ctx>,
+    pub outbox: Arc<Outbox>,
+    /// Set by a valid `hello`; until then only `hello` is accepted.
+    pub hello: bool,
+    pub authed: Option<Authed>,
+    /// Malformed frames in a row; too many closes the connection (a broken or hostile client).
+    bad_frames: u32,
+    /// Rate limit before authentication, per connection (after it, the user's shared bucket).
+    preauth_bucket: TokenBucket,
+    /// Refused frames allowed before the connection is closed for abuse.
+    strikes: TokenBucket,
+    /// The `ref` of the frame being handled, echoed on its reply.
+    pub reference: Option<Ref>,
+}
+
+impl Session {
+    pub fn new(ctx: Arc<Ctx>, outbox: Arc<Outbox>) -> Self {
+        let now = Instant::now();
+        let c = &ctx.config;
+        Self {
+            preauth_bucket: TokenBucket::new(c.rate_per_sec, c.rate_burst, now),
+            strikes: TokenBucket::new(1, c.rate_strikes, now),
+            ctx,
+            outbox,
+            hello: false,
+            authed: None,
+            bad_frames: 0,
+            reference: None,
+        }
+    }
+
+    pub fn is_authed(&self) -> bool {
+        self.authed.is_some()
+    }
+
+    /// Sends `frame` as the reply to the current request.
+    pub fn reply(&self, frame: &ServerFrame) {
+        self.outbox
+            .push(encode(frame, self.reference.as_ref()).into());
+    }
+
+    fn reply_fail(&self, fail: Fail) {
+        self.reply(&ServerFrame::Error {
+            code: fail.code,
+            message: fail.message,
+            room: fail.room,
+            retry_after_ms: None,
+        });
+    }
+
+    /// The authenticated user, or `auth_required`.
+    pub fn authed(&self) -> Result<&Authed, Fail> {
+        self.authed.as_ref().ok_or_else(|| {
+            Fail::new(
+                ErrorCode::AuthRequired,
+                "authenticate first: send register, login or auth",
+            )
+        })
+    }
+
+    fn rate_limit(&mut self) -> Result<(), std::time::Duration> {
+        let now = Instant::now();
+        match &self.authed {
+            Some(a) => a
+                .reg
+                .state
+                .bucket
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(now),
+            None => self.preauth_bucket.take(now),
+        }
+    }
+
+    /// Handles one text frame.
+    pub async fn on_text(&mut self, text: &str) {
+        let envelope = match decode_client(text) {
+            Ok(e) => {
+                self.bad_frames = 0;
+                e
+            }
+            Err(e) => {
+                self.bad_frames += 1;
+                self.reference = e.reference;
+                self.reply_fail(Fail::new(e.code, e.detail));
+                if self.bad_frames >= MAX_CONSECUTIVE_BAD_FRAMES {
+                    self.outbox
+                        .kick(close::PROTOCOL_ERROR, "too many malformed frames");
+                }
+                return;
+            }
+        };
+        self.reference = envelope.reference;
+        let frame = envelope.frame;
+        if !self.hello {
+            match frame {
+                ClientFrame::Hello { versions, token } => self.hello(versions, token).await,
+                _ => {
+                    self.reply_fail(Fail::new(
+                        ErrorCode::HelloRequired,
+                        "the first frame must be hello",
+                    ));
+                    self.outbox
+                        .kick(close::PROTOCOL_ERROR, "the first frame must be hello");
+                }
+            }
+            return;
+        }
+        if let Err(wait) = self.rate_limit() {
+            self.reply(&ServerFrame::Error {
+                code: ErrorCode::RateLimited,
+                message: "too many frames; wait before sending again".into(),
+                room: None,
+                retry_after_ms: Some(wait.as_millis().max(1) as u64),
+            });
+            if self.strikes.take(Instant::now()).is_err() {
+                self.outbox
+                    .kick(close::RATE_LIMIT_ABUSE, "kept sending while rate limited");
+            }
+            return;
+        }
+        let result = self.dispatch(frame).await;
+        if let Err(fail) = result {
+            self.reply_fail(fail);
+        }
+    }
+
+    async fn dispatch(&mut self, frame: ClientFrame) -> Outcome {
+        use ClientFrame as F;
+        match frame {
+            F::Hello { .. } => Err(Fail::new(ErrorCode::BadFrame, "hello was already received")),
+            F::Register { username, password } => self.register(username, password).await,
+            F::Login { username, password } => self.login(username, password).await,
+            F::Auth { token } => self.auth(token).await,
+            F::Ping => {
+                self.reply(&ServerFrame::Pong {
+                    ts: crate::clock::now_ms(),
+                });
+                Ok(())
+            }
+            F::Logout => self.logout().await,
+            F::ListRooms => self.list_rooms().await,
+            F::CreateRoom {
+                room,
+                visibility,
+                topic,
+            } => {
+                self.create_room(room, visibility, topic.unwrap_or_default())
+                    .await
+            }
+            F::Join {
+                room,
+                since_seq,
+                epoch,
+            } => self.join(room, since_seq, epoch).await,
+            F::Leave { room } => self.leave(room).await,
+            F::SetTopic { room, topic } => self.set_topic(room, topic).await,
+            F::Invite { room, user } => self.invite(room, user).await,
+            F::OpenDm { user } => self.open_dm(user).await,
+            F::Send { room, id, body } => self.send(room, id, body).await,
+            F::History {
+                room,
+                before_seq,
+                limit,
+            } => self.history(room, before_seq, limit).await,
+            F::Typing { room, active } => self.typing(room, active),
+            F::SetStatus { status } => self.set_status(status),
+        }
+    }
+
+    /// Leaves the hub when the connection ends.
+    pub fn finish(&mut self) {
+        if let Some(a) = self.authed.take() {
+            self.ctx.hub.unregister(a.reg.id);
+        }
+    }
+}
