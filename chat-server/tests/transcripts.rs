@@ -1,0 +1,352 @@
+//! Runs every `tests/transcripts/*.chat` file against a fresh server on an ephemeral port.
+//!
+//! The format, one command per line (`#` starts a comment):
+//!
+//! ```text
+//! option rate_per_sec 2          server setting, before the first connect (see `apply_option`)
+//! connect alice                  open a WebSocket to /ws as client `alice`
+//! connect eve bearer=$tok expect=401   with an Authorization header; expect an HTTP refusal
+//! alice> {"type":"ping"}         send a JSON frame ("$var" strings are replaced by captured values)
+//! alice> raw {not json           send a text frame as-is
+//! alice> binary                  send a binary frame
+//! alice> oversize                send a text frame one byte over the frame limit
+//! alice< {"type":"pong","ts":"*"}  expect the next frame to match
+//! alice< closed 4000             expect the server to close with this code next
+//! alice< nothing                 expect no frame for 300 ms
+//! close alice                    the client closes
+//! sleep 500ms
+//! ```
+//!
+//! Matching: an expected object's keys must all match (other keys are allowed, unless the
+//! expected value is `"<absent>"`, which requires the key to be missing); arrays match element
+//! by element and in length; `"*"` matches any value; `"$name"` captures the value the first time
+//! and must equal it afterwards.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chat_proto::limits::MAX_FRAME_BYTES;
+use chat_server::config::{Config, Registration};
+use serde_json::Value;
+use support::{Client, Next, TestServer};
+use tokio_tungstenite::tungstenite::Message;
+
+const QUIET: Duration = Duration::from_millis(300);
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Some(ms) = s.strip_suffix("ms") {
+        return ms.parse().map(Duration::from_millis).map_err(|e| e.to_string());
+    }
+    if let Some(secs) = s.strip_suffix('s') {
+        return secs.parse().map(Duration::from_secs).map_err(|e| e.to_string());
+    }
+    Err(format!("`{s}` is not a duration like 300ms or 2s"))
+}
+
+fn apply_option(c: &mut Config, name: &str, value: &str) -> Result<(), String> {
+    let num = || value.parse::<u64>().map_err(|e| format!("{name}: {e}"));
+    match name {
+        "rate_per_sec" => c.rate_per_sec = num()? as u32,
+        "rate_burst" => c.rate_burst = num()? as u32,
+        "rate_strikes" => c.rate_strikes = num()? as u32,
+        "max_replay" => c.max_replay = num()?,
+        "history_on_join" => c.history_on_join = num()? as u32,
+        "outbound_queue" => c.outbound_queue = num()? as usize,
+        "auth_timeout" => c.auth_timeout = parse_duration(value)?,
+        "typing_timeout" => c.typing_timeout = parse_duration(value)?,
+        "ping_interval" => c.ping_interval = parse_duration(value)?,
+        "ping_timeout" => c.ping_timeout = parse_duration(value)?,
+        "registration" => {
+            c.registration = match value {
+                "open" => Registration::Open,
+                "closed" => Registration::Closed,
+                v => return Err(format!("registration is open or closed, not {v}")),
+            }
+        }
+        other => return Err(format!("unknown option `{other}`")),
+    }
+    Ok(())
+}
+
+/// Replaces `"$name"` strings with captured values.
+fn substitute(v: &mut Value, vars: &HashMap<String, Value>) -> Result<(), String> {
+    match v {
+        Value::String(s) if s.starts_with('$') => {
+            *v = vars
+                .get(&s[1..])
+                .cloned()
+                .ok_or_else(|| format!("`{s}` was never captured"))?;
+        }
+        Value::Array(a) => a.iter_mut().try_for_each(|x| substitute(x, vars))?,
+        Value::Object(o) => o.values_mut().try_for_each(|x| substitute(x, vars))?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Whether `actual` matches `expected`; the error names the first path that differs.
+fn matches(expected: &Value, actual: Option<&Value>, path: &str, vars: &mut HashMap<String, Value>) -> Result<(), String> {
+    if expected == "<absent>" {
+        return match actual {
+            None => Ok(()),
+            Some(a) => Err(format!("{path}: expected absent, got {a}")),
+        };
+    }
+    let Some(actual) = actual else {
+        return Err(format!("{path}: missing"));
+    };
+    match expected {
+        Value::String(s) if s == "*" => Ok(()),
+        Value::String(s) if s.starts_with('$') => {
+            let name = &s[1..];
+            match vars.get(name) {
+                Some(v) if v == actual => Ok(()),
+                Some(v) => Err(format!("{path}: expected ${name} = {v}, got {actual}")),
+                None => {
+                    vars.insert(name.to_owned(), actual.clone());
+                    Ok(())
+                }
+            }
+        }
+        Value::Object(exp) => {
+            let Value::Object(act) = actual else {
+                return Err(format!("{path}: expected an object, got {actual}"));
+            };
+            for (k, e) in exp {
+                matches(e, act.get(k), &format!("{path}.{k}"), vars)?;
+            }
+            Ok(())
+        }
+        Value::Array(exp) => {
+            let Value::Array(act) = actual else {
+                return Err(format!("{path}: expected an array, got {actual}"));
+            };
+            if exp.len() != act.len() {
+                return Err(format!("{path}: expected {} elements, got {}: {actual}", exp.len(), act.len()));
+            }
+            for (i, (e, a)) in exp.iter().zip(act).enumerate() {
+                matches(e, Some(a), &format!("{path}[{i}]"), vars)?;
+            }
+            Ok(())
+        }
+        other if other == actual => Ok(()),
+        other => Err(format!("{path}: expected {other}, got {actual}")),
+    }
+}
+
+struct Run {
+    server: Option<TestServer>,
+    options: Vec<(String, String)>,
+    clients: HashMap<String, Client>,
+    vars: HashMap<String, Value>,
+}
+
+impl Run {
+    async fn server(&mut self) -> Result<&TestServer, String> {
+        if self.server.is_none() {
+            let mut err = None;
+            let options = self.options.clone();
+            let server = TestServer::start(|c| {
+                for (k, v) in &options {
+                    if let Err(e) = apply_option(c, k, v) {
+                        err = Some(e);
+                    }
+                }
+            })
+            .await;
+            if let Some(e) = err {
+                return Err(e);
+            }
+            self.server = Some(server);
+        }
+        self.server.as_ref().ok_or_else(|| "no server".to_string())
+    }
+
+    fn client(&mut self, name: &str) -> Result<&mut Client, String> {
+        self.clients
+            .get_mut(name)
+            .ok_or_else(|| format!("no client `{name}`: connect it first"))
+    }
+
+    async fn step(&mut self, line: &str) -> Result<(), String> {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        match first {
+            "option" => {
+                if self.server.is_some() {
+                    return Err("options go before the first connect".into());
+                }
+                let (k, v) = (words.next(), words.next());
+                let (Some(k), Some(v)) = (k, v) else {
+                    return Err("option NAME VALUE".into());
+                };
+                self.options.push((k.into(), v.into()));
+                Ok(())
+            }
+            "connect" => {
+                let name = words.next().ok_or("connect NAME")?.to_owned();
+                let (mut bearer, mut expect) = (None, None);
+                for w in words {
+                    if let Some(b) = w.strip_prefix("bearer=") {
+                        let mut v = Value::String(b.to_owned());
+                        substitute(&mut v, &self.vars)?;
+                        bearer = v.as_str().map(str::to_owned);
+                    } else if let Some(s) = w.strip_prefix("expect=") {
+                        expect = Some(s.parse::<u16>().map_err(|e| e.to_string())?);
+                    } else {
+                        return Err(format!("unknown connect argument `{w}`"));
+                    }
+                }
+                let url = self.server().await?.url();
+                match (Client::connect_with(&url, bearer.as_deref()).await, expect) {
+                    (Ok(c), None) => {
+                        self.clients.insert(name, c);
+                        Ok(())
+                    }
+                    (Err(status), Some(e)) if status == e => Ok(()),
+                    (Ok(_), Some(e)) => Err(format!("expected HTTP {e}, but the upgrade succeeded")),
+                    (Err(status), _) => Err(format!("HTTP {status} refused the upgrade")),
+                }
+            }
+            "close" => {
+                let name = words.next().ok_or("close NAME")?;
+                let mut c = self.clients.remove(name).ok_or("no such client")?;
+                let _ = c.ws.close(None).await;
+                Ok(())
+            }
+            "sleep" => {
+                let d = parse_duration(words.next().ok_or("sleep DURATION")?)?;
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+            _ => self.client_step(line).await,
+        }
+    }
+
+    async fn client_step(&mut self, line: &str) -> Result<(), String> {
+        let split = line
+            .find(['>', '<'])
+            .ok_or_else(|| format!("cannot read `{line}`"))?;
+        let (name, rest) = line.split_at(split);
+        let (dir, arg) = (&rest[..1], rest[1..].trim());
+        if dir == ">" {
+            let client = self.client(name)?;
+            match arg {
+                "binary" => client.send_message(Message::binary(vec![1u8, 2, 3])).await,
+                "oversize" => {
+                    let text = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(MAX_FRAME_BYTES));
+                    client.send_message(Message::text(text)).await;
+                }
+                _ => {
+                    if let Some(raw) = arg.strip_prefix("raw ") {
+                        client.send_text(raw).await;
+                    } else {
+                        let mut v: Value = serde_json::from_str(arg).map_err(|e| format!("bad JSON in transcript: {e}"))?;
+                        let vars = self.vars.clone();
+                        substitute(&mut v, &vars)?;
+                        self.client(name)?.send(v).await;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        if arg == "nothing" {
+            return match self.client(name)?.next_within(QUIET).await {
+                Next::Timeout => Ok(()),
+                other => Err(format!("expected nothing, got {other:?}")),
+            };
+        }
+        if let Some(code) = arg.strip_prefix("closed") {
+            let code: u16 = code.trim().parse().map_err(|_| "closed CODE".to_string())?;
+            return match self.client(name)?.next_within(support::WAIT).await {
+                Next::Closed(Some(c)) if c == code => Ok(()),
+                other => Err(format!("expected close {code}, got {other:?}")),
+            };
+        }
+        let expected: Value = serde_json::from_str(arg).map_err(|e| format!("bad JSON in transcript: {e}"))?;
+        let next = self.client(name)?.next_within(support::WAIT).await;
+        match next {
+            Next::Frame(actual) => matches(&expected, Some(&actual), "frame", &mut self.vars)
+                .map_err(|e| format!("{e}\n    whole frame: {actual}")),
+            other => Err(format!("expected {expected}, got {other:?}")),
+        }
+    }
+}
+
+async fn run_file(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let mut run = Run {
+        server: None,
+        options: Vec::new(),
+        clients: HashMap::new(),
+        vars: HashMap::new(),
+    };
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Err(e) = run.step(line).await {
+            return Err(format!("{}:{}: {line}\n    {e}", path.display(), i + 1));
+        }
+    }
+    if let Some(mut s) = run.server.take() {
+        s.shutdown().await;
+    }
+    Ok(())
+}
+
+fn transcripts() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/transcripts")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "chat"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transcript_passes() {
+    let files = transcripts();
+    assert!(files.len() >= 15, "transcripts went missing: {files:?}");
+    let only = std::env::var("TRANSCRIPT").ok();
+    let mut failures = Vec::new();
+    for file in &files {
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        match run_file(file).await {
+            Ok(()) => eprintln!("transcript {name}: ok"),
+            Err(e) => {
+                eprintln!("transcript {name}: FAILED\n  {e}");
+                failures.push(e);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} transcript(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn the_matcher_can_fail() {
+    let mut vars = HashMap::new();
+    let pat: Value = serde_json::json!({"type":"ack","seq":1,"ts":"*","id":"$id","ref":"<absent>"});
+    let ok = serde_json::json!({"type":"ack","seq":1,"ts":5,"id":"m1","extra":true});
+    assert!(matches(&pat, Some(&ok), "f", &mut vars).is_ok());
+    assert_eq!(vars["id"], "m1");
+    let wrong_seq = serde_json::json!({"type":"ack","seq":2,"ts":5,"id":"m1"});
+    assert!(matches(&pat, Some(&wrong_seq), "f", &mut vars).is_err());
+    let other_id = serde_json::json!({"type":"ack","seq":1,"ts":5,"id":"m2"});
+    assert!(matches(&pat, Some(&other_id), "f", &mut vars).is_err());
+    let with_ref = serde_json::json!({"type":"ack","seq":1,"ts":5,"id":"m1","ref":1});
+    assert!(matches(&pat, Some(&with_ref), "f", &mut vars).is_err());
+    let missing_ts = serde_json::json!({"type":"ack","seq":1,"id":"m1"});
+    assert!(matches(&pat, Some(&missing_ts), "f", &mut vars).is_err());
+    let arr: Value = serde_json::json!({"m":[1,2]});
+    assert!(matches(&arr, Some(&serde_json::json!({"m":[1,2,3]})), "f", &mut vars).is_err());
+}
