@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use crate::auth::token_hash;
 use crate::handshake;
@@ -107,7 +107,9 @@ pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
 
     let auth_deadline = tokio::time::sleep(ctx.config.auth_timeout);
     tokio::pin!(auth_deadline);
-    let kick = outbox_kick(&outbox);
+    let kick = outbox.kick_token();
+    // Whether the client ended the connection (close frame, EOF, error) rather than the server.
+    let mut peer_gone = false;
     loop {
         tokio::select! {
             biased;
@@ -118,7 +120,7 @@ pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
                 break;
             }
             msg = stream.next() => {
-                let Some(msg) = msg else { break };
+                let Some(msg) = msg else { peer_gone = true; break };
                 match msg {
                     Ok(Message::Text(text)) => {
                         seen.touch();
@@ -129,7 +131,7 @@ pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
                         break;
                     }
                     Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => seen.touch(),
-                    Ok(Message::Close(_)) => break,
+                    Ok(Message::Close(_)) => { peer_gone = true; break }
                     Err(WsError::Capacity(e)) => {
                         tracing::debug!(%peer, error = %e, "frame too large");
                         outbox.kick(close::MESSAGE_TOO_BIG, "frame larger than 65536 bytes");
@@ -137,6 +139,7 @@ pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
                     }
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "read failed");
+                        peer_gone = true;
                         break;
                     }
                 }
@@ -147,18 +150,24 @@ pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
     if !ctx.stop_reading.is_cancelled() {
         outbox.kick(close::NORMAL, "");
     }
-    let _ = writer.await;
+    // When the server is the one closing, keep reading (and discarding) until the client's
+    // close reply or the grace period: a socket dropped with unread input is reset by the
+    // kernel, and the reset can destroy the close frame before the client reads its code.
+    let linger = async {
+        if !peer_gone {
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                while let Some(Ok(_)) = stream.next().await {}
+            })
+            .await;
+        }
+    };
+    let (_, ()) = tokio::join!(writer, linger);
     session.finish();
     if let Some((code, reason)) = outbox.close_reason()
         && code != close::NORMAL
     {
         tracing::info!(%peer, code, reason, "connection closed by server");
     }
-}
-
-/// The kick token of an outbox, for `select!`.
-fn outbox_kick(outbox: &Outbox) -> tokio_util::sync::CancellationToken {
-    outbox.kick_token()
 }
 
 type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
@@ -173,18 +182,25 @@ async fn write_loop(
     let interval = ctx.config.ping_interval;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let kick = orx.kick.clone();
+    let kicked = || outbox.close_reason().unwrap_or((close::NORMAL, ""));
     let (code, reason) = loop {
         tokio::select! {
             biased;
-            _ = orx.kick.cancelled() => {
-                break outbox.close_reason().unwrap_or((close::NORMAL, ""));
-            }
+            _ = kick.cancelled() => break kicked(),
             _ = ctx.close_all.cancelled() => break (close::GOING_AWAY, "server shutting down"),
             frame = orx.rx.recv() => {
                 let Some(frame) = frame else { break (close::NORMAL, "") };
-                if write_batch(&mut sink, &mut orx, frame).await.is_err() {
-                    outbox.kick(close::NORMAL, "");
-                    return;
+                // A client that stops reading blocks this write; the kick must still win.
+                tokio::select! {
+                    biased;
+                    _ = kick.cancelled() => break kicked(),
+                    written = write_batch(&mut sink, &mut orx.rx, frame) => {
+                        if written.is_err() {
+                            outbox.kick(close::NORMAL, "");
+                            return;
+                        }
+                    }
                 }
             }
             _ = ping.tick() => {
@@ -219,12 +235,12 @@ async fn write_loop(
 /// Writes `first` and whatever else is queued, then flushes once.
 async fn write_batch(
     sink: &mut Sink,
-    orx: &mut OutboxReceiver,
-    first: tokio_tungstenite::tungstenite::Utf8Bytes,
+    rx: &mut tokio::sync::mpsc::Receiver<Utf8Bytes>,
+    first: Utf8Bytes,
 ) -> Result<(), WsError> {
     sink.feed(Message::Text(first)).await?;
     for _ in 1..MAX_BATCH {
-        match orx.rx.try_recv() {
+        match rx.try_recv() {
             Ok(frame) => sink.feed(Message::Text(frame)).await?,
             Err(_) => break,
         }

@@ -38,10 +38,16 @@ const QUIET: Duration = Duration::from_millis(300);
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Some(ms) = s.strip_suffix("ms") {
-        return ms.parse().map(Duration::from_millis).map_err(|e| e.to_string());
+        return ms
+            .parse()
+            .map(Duration::from_millis)
+            .map_err(|e| e.to_string());
     }
     if let Some(secs) = s.strip_suffix('s') {
-        return secs.parse().map(Duration::from_secs).map_err(|e| e.to_string());
+        return secs
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|e| e.to_string());
     }
     Err(format!("`{s}` is not a duration like 300ms or 2s"))
 }
@@ -88,7 +94,12 @@ fn substitute(v: &mut Value, vars: &HashMap<String, Value>) -> Result<(), String
 }
 
 /// Whether `actual` matches `expected`; the error names the first path that differs.
-fn matches(expected: &Value, actual: Option<&Value>, path: &str, vars: &mut HashMap<String, Value>) -> Result<(), String> {
+fn matches(
+    expected: &Value,
+    actual: Option<&Value>,
+    path: &str,
+    vars: &mut HashMap<String, Value>,
+) -> Result<(), String> {
     if expected == "<absent>" {
         return match actual {
             None => Ok(()),
@@ -125,7 +136,11 @@ fn matches(expected: &Value, actual: Option<&Value>, path: &str, vars: &mut Hash
                 return Err(format!("{path}: expected an array, got {actual}"));
             };
             if exp.len() != act.len() {
-                return Err(format!("{path}: expected {} elements, got {}: {actual}", exp.len(), act.len()));
+                return Err(format!(
+                    "{path}: expected {} elements, got {}: {actual}",
+                    exp.len(),
+                    act.len()
+                ));
             }
             for (i, (e, a)) in exp.iter().zip(act).enumerate() {
                 matches(e, Some(a), &format!("{path}[{i}]"), vars)?;
@@ -207,7 +222,9 @@ impl Run {
                         Ok(())
                     }
                     (Err(status), Some(e)) if status == e => Ok(()),
-                    (Ok(_), Some(e)) => Err(format!("expected HTTP {e}, but the upgrade succeeded")),
+                    (Ok(_), Some(e)) => {
+                        Err(format!("expected HTTP {e}, but the upgrade succeeded"))
+                    }
                     (Err(status), _) => Err(format!("HTTP {status} refused the upgrade")),
                 }
             }
@@ -237,14 +254,18 @@ impl Run {
             match arg {
                 "binary" => client.send_message(Message::binary(vec![1u8, 2, 3])).await,
                 "oversize" => {
-                    let text = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(MAX_FRAME_BYTES));
+                    let text = format!(
+                        r#"{{"type":"ping","pad":"{}"}}"#,
+                        "x".repeat(MAX_FRAME_BYTES)
+                    );
                     client.send_message(Message::text(text)).await;
                 }
                 _ => {
                     if let Some(raw) = arg.strip_prefix("raw ") {
                         client.send_text(raw).await;
                     } else {
-                        let mut v: Value = serde_json::from_str(arg).map_err(|e| format!("bad JSON in transcript: {e}"))?;
+                        let mut v: Value = serde_json::from_str(arg)
+                            .map_err(|e| format!("bad JSON in transcript: {e}"))?;
                         let vars = self.vars.clone();
                         substitute(&mut v, &vars)?;
                         self.client(name)?.send(v).await;
@@ -266,7 +287,8 @@ impl Run {
                 other => Err(format!("expected close {code}, got {other:?}")),
             };
         }
-        let expected: Value = serde_json::from_str(arg).map_err(|e| format!("bad JSON in transcript: {e}"))?;
+        let expected: Value =
+            serde_json::from_str(arg).map_err(|e| format!("bad JSON in transcript: {e}"))?;
         let next = self.client(name)?.next_within(support::WAIT).await;
         match next {
             Next::Frame(actual) => matches(&expected, Some(&actual), "frame", &mut self.vars)
@@ -317,7 +339,10 @@ async fn every_transcript_passes() {
     let only = std::env::var("TRANSCRIPT").ok();
     let mut failures = Vec::new();
     for file in &files {
-        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;
         }
@@ -329,7 +354,12 @@ async fn every_transcript_passes() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} transcript(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} transcript(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -348,5 +378,13 @@ fn the_matcher_can_fail() {
     let missing_ts = serde_json::json!({"type":"ack","seq":1,"id":"m1"});
     assert!(matches(&pat, Some(&missing_ts), "f", &mut vars).is_err());
     let arr: Value = serde_json::json!({"m":[1,2]});
-    assert!(matches(&arr, Some(&serde_json::json!({"m":[1,2,3]})), "f", &mut vars).is_err());
+    assert!(
+        matches(
+            &arr,
+            Some(&serde_json::json!({"m":[1,2,3]})),
+            "f",
+            &mut vars
+        )
+        .is_err()
+    );
 }

@@ -78,8 +78,10 @@ impl Client {
     pub async fn connect_with(url: &str, bearer: Option<&str>) -> Result<Self, u16> {
         let mut req = url.into_client_request().expect("request");
         if let Some(t) = bearer {
-            req.headers_mut()
-                .insert("authorization", format!("Bearer {t}").parse().expect("header"));
+            req.headers_mut().insert(
+                "authorization",
+                format!("Bearer {t}").parse().expect("header"),
+            );
         }
         match tokio_tungstenite::connect_async(req).await {
             Ok((ws, _)) => Ok(Self { ws }),
@@ -103,8 +105,10 @@ impl Client {
 
     /// The next text frame or close, waiting at most `wait`.
     pub async fn next_within(&mut self, wait: Duration) -> Next {
+        // One deadline for the whole wait: pings skipped below must not restart it.
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match tokio::time::timeout(wait, self.ws.next()).await {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Err(_) => return Next::Timeout,
                 Ok(None) => return Next::Closed(None),
                 Ok(Some(Ok(Message::Text(t)))) => {
@@ -164,7 +168,8 @@ impl Client {
     /// Connects with a token in hello.
     pub async fn resume(url: &str, token: &str) -> Self {
         let mut c = Self::connect(url).await;
-        c.send(json!({"type":"hello","versions":[1],"token":token})).await;
+        c.send(json!({"type":"hello","versions":[1],"token":token}))
+            .await;
         let w = c.recv().await;
         assert_eq!(w["type"], "welcome", "{w}");
         assert!(w["user"].is_string(), "{w}");

@@ -1,0 +1,385 @@
+//! Behaviours a transcript cannot express: concurrency, timing, volume.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Client, Next, TestServer};
+
+/// Collects the seqs a joiner receives for `room` (snapshot, replay pages and live messages)
+/// until it has seen `last`. Panics on a duplicate.
+async fn collect_until(c: &mut Client, last: u64) -> Vec<u64> {
+    let mut seen = Vec::new();
+    let push = |seq: u64, seen: &mut Vec<u64>| {
+        assert!(!seen.contains(&seq), "seq {seq} delivered twice: {seen:?}");
+        seen.push(seq);
+    };
+    loop {
+        if seen.last().copied() == Some(last) {
+            return seen;
+        }
+        let v = c.recv().await;
+        match v["type"].as_str() {
+            Some("joined" | "replay") => {
+                for m in v["messages"].as_array().expect("messages") {
+                    push(m["seq"].as_u64().expect("seq"), &mut seen);
+                }
+            }
+            Some("message") => push(v["seq"].as_u64().expect("seq"), &mut seen),
+            _ => {}
+        }
+    }
+}
+
+async fn setup_room(url: &str, owner: &str, room: &str) -> (Client, String) {
+    let (mut c, _) = Client::register(url, owner).await;
+    c.send(json!({"type":"create_room","room":room})).await;
+    c.recv_type("room_created").await;
+    let joined = c.join(room).await;
+    (c, joined["epoch"].as_str().expect("epoch").to_owned())
+}
+
+/// Sends `n` messages with ids `{prefix}{i}` without waiting for acks; returns when all are acked.
+async fn send_many(c: &mut Client, room: &str, prefix: &str, n: u64, body: &str) -> Vec<u64> {
+    for i in 0..n {
+        c.send(json!({"type":"send","room":room,"id":format!("{prefix}{i}"),"body":body}))
+            .await;
+    }
+    let mut seqs = Vec::new();
+    while (seqs.len() as u64) < n {
+        let v = c.recv().await;
+        if v["type"] == "ack" {
+            seqs.push(v["seq"].as_u64().expect("seq"));
+        }
+        assert_ne!(v["type"], "error", "{v}");
+    }
+    seqs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_racing_with_sends_get_every_message_exactly_once() {
+    let server = TestServer::start(|c| {
+        c.rate_per_sec = 0;
+        c.max_replay = 100_000;
+    })
+    .await;
+    let url = server.url();
+    let (mut sender, epoch) = setup_room(&url, "sender", "race").await;
+    let total = 600u64;
+    let send = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for batch in 0..(total / 20) {
+            acked.extend(send_many(&mut sender, "race", &format!("b{batch}-"), 20, "x").await);
+        }
+        acked
+    });
+    // Joiners arrive while messages stream in: full replays from 0 and plain joins.
+    let mut joiners = Vec::new();
+    for j in 0..6u64 {
+        let url = url.clone();
+        let epoch = epoch.clone();
+        joiners.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(40 * j)).await;
+            let (mut c, _) = Client::register(&url, &format!("joiner{j}")).await;
+            if j % 2 == 0 {
+                c.send(json!({"type":"join","room":"race","since_seq":0,"epoch":epoch}))
+                    .await;
+            } else {
+                c.send(json!({"type":"join","room":"race"})).await;
+            }
+            (j, collect_until(&mut c, total).await)
+        }));
+    }
+    let acked = send.await.expect("sender");
+    assert_eq!(
+        acked,
+        (1..=total).collect::<Vec<_>>(),
+        "acks are in seq order, gap-free"
+    );
+    for joiner in joiners {
+        let (j, seen) = joiner.await.expect("joiner");
+        let first = if j % 2 == 0 { 1 } else { seen[0] };
+        assert_eq!(
+            seen,
+            (first..=total).collect::<Vec<_>>(),
+            "joiner {j} saw a gap or disorder"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_replay_is_paged_and_exact() {
+    let server = TestServer::start(|c| c.rate_per_sec = 0).await;
+    let url = server.url();
+    let (mut owner, epoch) = setup_room(&url, "owner", "long").await;
+    send_many(&mut owner, "long", "m", 450, "hello").await;
+    let (mut late, _) = Client::register(&url, "late").await;
+    late.send(json!({"type":"join","room":"long","since_seq":10,"epoch":epoch}))
+        .await;
+    let joined = late.recv_type("joined").await;
+    assert_eq!(joined["catch_up"], "replay");
+    assert_eq!(joined["latest_seq"], 450);
+    assert_eq!(joined["complete"], false);
+    let mut seqs: Vec<u64> = joined["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs.len(), 200);
+    let mut pages = 0;
+    loop {
+        let page = late.recv_type("replay").await;
+        pages += 1;
+        seqs.extend(
+            page["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .map(|m| m["seq"].as_u64().expect("seq")),
+        );
+        if page["complete"] == true {
+            break;
+        }
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(seqs, (11..=450).collect::<Vec<_>>());
+    // After the replay, live messages follow.
+    owner
+        .send(json!({"type":"send","room":"long","id":"after","body":"live"}))
+        .await;
+    assert_eq!(late.recv_type("message").await["seq"], 451);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_with_4008() {
+    let server = TestServer::start(|c| {
+        c.rate_per_sec = 0;
+        c.outbound_queue = 16;
+    })
+    .await;
+    let url = server.url();
+    let (mut sender, _) = setup_room(&url, "sender", "flood").await;
+    let (mut sleepy, _) = Client::register(&url, "sleepy").await;
+    sleepy.join("flood").await;
+    sender.recv_type("presence").await;
+    // ~10 MB to a client that reads nothing: socket buffers fill, then its 16-frame queue.
+    // The sender reads its own acks and echoes as it goes (in steps of 4), or it too would be a
+    // slow consumer.
+    let body = "z".repeat(16 * 1024 - 64);
+    for step in 0..160 {
+        send_many(&mut sender, "flood", &format!("f{step}-"), 4, &body).await;
+    }
+    assert_eq!(
+        sleepy.closed_code().await,
+        Some(chat_proto::close::SLOW_CONSUMER)
+    );
+    // The sender is unaffected and sees sleepy go offline.
+    let p = sender.recv_type("presence").await;
+    assert_eq!(p["changes"][0], json!({"user":"sleepy","status":"offline"}));
+    sender.send(json!({"type":"ping"})).await;
+    assert_eq!(sender.recv_type("pong").await["type"], "pong");
+    // The server's memory for it is gone: only the sender is registered.
+    assert_eq!(
+        server
+            .server
+            .as_ref()
+            .expect("running")
+            .hub()
+            .connection_count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_goes_offline_and_the_others_stay() {
+    // The watcher is not polled while the test sets up the second user (argon2, fsyncs), so the
+    // timeout leaves room for that.
+    let server = TestServer::start(|c| {
+        c.ping_interval = Duration::from_millis(200);
+        c.ping_timeout = Duration::from_millis(1500);
+    })
+    .await;
+    let url = server.url();
+    let (mut watcher, _) = setup_room(&url, "watcher", "room").await;
+    let (mut silent, _) = Client::register(&url, "silent").await;
+    silent.join("room").await;
+    assert_eq!(
+        watcher.recv_type("presence").await["changes"][0]["status"],
+        "online"
+    );
+    // `watcher` keeps reading (so it answers pings); `silent` is not polled, so it answers none.
+    let started = std::time::Instant::now();
+    let p = watcher.recv_type("presence").await;
+    assert_eq!(p["changes"][0], json!({"user":"silent","status":"offline"}));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "closed too early: {waited:?}"
+    );
+    watcher.send(json!({"type":"ping"})).await;
+    assert_eq!(watcher.recv_type("pong").await["type"], "pong");
+    drop(silent);
+}
+
+/// Reads raw WebSocket frames (server frames are unmasked) until EOF: (opcode, payload).
+async fn raw_frames(tcp: &mut tokio::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    let _ = tokio::time::timeout(support::WAIT, tcp.read_to_end(&mut bytes)).await;
+    let head_end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response head")
+        + 4;
+    assert!(
+        bytes.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let mut frames = Vec::new();
+    let mut rest = &bytes[head_end..];
+    while rest.len() >= 2 {
+        let opcode = rest[0] & 0x0f;
+        let len = (rest[1] & 0x7f) as usize;
+        assert!(len < 126, "test frames are small");
+        frames.push((opcode, rest[2..2 + len].to_vec()));
+        rest = &rest[2 + len..];
+    }
+    frames
+}
+
+#[tokio::test]
+async fn a_connection_that_answers_no_pings_is_closed_with_4010() {
+    let server = TestServer::start(|c| {
+        c.ping_interval = Duration::from_millis(200);
+        c.ping_timeout = Duration::from_millis(200);
+    })
+    .await;
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("tcp");
+    tcp.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    // Never write again: no pong ever goes back.
+    let started = std::time::Instant::now();
+    let frames = raw_frames(&mut tcp).await;
+    let pings = frames.iter().filter(|(op, _)| *op == 0x9).count();
+    assert!(pings >= 1, "{frames:?}");
+    let (op, payload) = frames.last().expect("a close frame");
+    assert_eq!(*op, 0x8, "{frames:?}");
+    assert_eq!(
+        u16::from_be_bytes([payload[0], payload[1]]),
+        chat_proto::close::HEARTBEAT_TIMEOUT
+    );
+    assert!(started.elapsed() >= Duration::from_millis(400));
+}
+
+#[tokio::test]
+async fn only_slash_ws_upgrades() {
+    let server = TestServer::start(|_| {}).await;
+    let other = format!("ws://{}/chat", server.addr);
+    assert_eq!(Client::connect_with(&other, None).await.err(), Some(404));
+    // A plain HTTP GET to /ws is not an upgrade: 400.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("tcp");
+    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = String::new();
+    tcp.read_to_string(&mut buf).await.expect("read");
+    assert!(buf.starts_with("HTTP/1.1 400"), "{buf}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_acks_what_it_read_and_closes_with_1001() {
+    let mut server = TestServer::start(|c| c.rate_per_sec = 0).await;
+    let url = server.url();
+    let (mut c, epoch) = setup_room(&url, "alice", "r").await;
+    for i in 0..50 {
+        c.send(json!({"type":"send","room":"r","id":format!("s{i}"),"body":"x"}))
+            .await;
+    }
+    // Wait for the first ack so the server is mid-stream, then shut down.
+    c.recv_type("ack").await;
+    let mut acked = 1u64;
+    let stopper = tokio::spawn(async move {
+        server.shutdown().await;
+        server
+    });
+    let code = loop {
+        match c.next_within(support::WAIT).await {
+            Next::Frame(v) if v["type"] == "ack" => acked += 1,
+            Next::Frame(_) => {}
+            Next::Closed(code) => break code,
+            Next::Timeout => panic!("no close after shutdown"),
+        }
+    };
+    assert_eq!(code, Some(chat_proto::close::GOING_AWAY));
+    let server = stopper.await.expect("shutdown");
+    // Every acked message is in the database.
+    let store = chat_server::store::sqlite::SqliteStore::open(&server.dir.path().join("chat.db"))
+        .expect("reopen");
+    use chat_server::store::Store;
+    let latest = store.latest_seq("r").await.expect("latest");
+    assert!(latest >= acked, "acked {acked} but only {latest} stored");
+    let _ = epoch;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_connections_of_one_user_share_the_rate_limit() {
+    let server = TestServer::start(|c| {
+        c.rate_per_sec = 1;
+        c.rate_burst = 4;
+    })
+    .await;
+    let url = server.url();
+    let (mut a, token) = Client::register(&url, "alice").await;
+    let mut b = Client::resume(&url, &token).await;
+    let mut refused = 0;
+    for i in 0..6 {
+        let c = if i % 2 == 0 { &mut a } else { &mut b };
+        c.send(json!({"type":"ping"})).await;
+        let v: Value = c.recv().await;
+        if v["code"] == "rate_limited" {
+            assert!(v["retry_after_ms"].as_u64().expect("retry") > 0);
+            refused += 1;
+        }
+    }
+    // register + resume's auth used no bucket tokens? auth happens before the user bucket
+    // exists, so all 4 burst tokens are for pings: 2 of 6 refused.
+    assert_eq!(refused, 2, "the burst is per user, not per connection");
+}
+
+#[tokio::test]
+async fn history_of_a_room_is_the_same_for_every_member() {
+    let server = TestServer::start(|c| c.rate_per_sec = 0).await;
+    let url = server.url();
+    let (mut a, _) = setup_room(&url, "alice", "h").await;
+    send_many(&mut a, "h", "x", 5, "same").await;
+    let (mut b, _) = Client::register(&url, "bob").await;
+    b.join("h").await;
+    b.send(json!({"type":"history","room":"h","limit":200}))
+        .await;
+    let hb = b.recv_type("history").await;
+    a.send(json!({"type":"history","room":"h","limit":200}))
+        .await;
+    let ha = a.recv_type("history").await;
+    assert_eq!(ha["messages"], hb["messages"]);
+    let seqs: BTreeSet<u64> = ha["messages"]
+        .as_array()
+        .expect("m")
+        .iter()
+        .map(|m| m["seq"].as_u64().expect("s"))
+        .collect();
+    assert_eq!(seqs, (1..=5).collect());
+}
