@@ -6,12 +6,14 @@
 pub const NORMAL: u16 = 1000;
 /// The server is shutting down (SIGINT/SIGTERM). Reconnect with backoff.
 pub const GOING_AWAY: u16 = 1001;
+/// The client broke the WebSocket protocol itself (e.g. an unmasked frame).
+pub const WS_PROTOCOL_ERROR: u16 = 1002;
 /// The client sent a binary frame; the protocol is JSON in text frames only.
 pub const UNSUPPORTED_DATA: u16 = 1003;
+/// A text frame was not valid UTF-8.
+pub const INVALID_PAYLOAD: u16 = 1007;
 /// A frame was larger than [`crate::limits::MAX_FRAME_BYTES`].
 pub const MESSAGE_TOO_BIG: u16 = 1009;
-/// The server hit an internal error it cannot recover from on this connection.
-pub const INTERNAL_ERROR: u16 = 1011;
 /// The client broke the protocol: no `hello` as the first frame, or too many malformed frames
 /// in a row ([`crate::limits::MAX_CONSECUTIVE_BAD_FRAMES`]).
 pub const PROTOCOL_ERROR: u16 = 4000;
@@ -35,7 +37,13 @@ pub const HEARTBEAT_TIMEOUT: u16 = 4010;
 pub fn should_reconnect(code: u16) -> bool {
     !matches!(
         code,
-        NORMAL | UNSUPPORTED_DATA | PROTOCOL_ERROR | UNSUPPORTED_VERSION | AUTH_FAILED
+        NORMAL
+            | WS_PROTOCOL_ERROR
+            | UNSUPPORTED_DATA
+            | INVALID_PAYLOAD
+            | PROTOCOL_ERROR
+            | UNSUPPORTED_VERSION
+            | AUTH_FAILED
     )
 }
 
@@ -43,9 +51,10 @@ pub fn should_reconnect(code: u16) -> bool {
 pub const ALL: &[(u16, &str)] = &[
     (NORMAL, "normal"),
     (GOING_AWAY, "going_away"),
+    (WS_PROTOCOL_ERROR, "ws_protocol_error"),
     (UNSUPPORTED_DATA, "unsupported_data"),
+    (INVALID_PAYLOAD, "invalid_payload"),
     (MESSAGE_TOO_BIG, "message_too_big"),
-    (INTERNAL_ERROR, "internal_error"),
     (PROTOCOL_ERROR, "protocol_error"),
     (AUTH_TIMEOUT, "auth_timeout"),
     (UNSUPPORTED_VERSION, "unsupported_version"),

@@ -76,10 +76,12 @@ fn decode<F: DeserializeOwned>(
     if let Some(Ref::Str(s)) = &reference
         && s.len() > MAX_REF_BYTES
     {
-        return Err(fail(
-            ErrorCode::BadFrame,
-            format!("ref is longer than {MAX_REF_BYTES} bytes"),
-        ));
+        // Not echoed: an over-long ref is exactly what must not be sent back.
+        return Err(DecodeError {
+            code: ErrorCode::BadFrame,
+            detail: format!("ref is longer than {MAX_REF_BYTES} bytes"),
+            reference: None,
+        });
     }
     let Some(kind) = head.kind else {
         return Err(fail(ErrorCode::BadFrame, "missing field `type`".into()));
@@ -167,7 +169,12 @@ mod tests {
         assert_eq!(err.code, ErrorCode::BadFrame);
         assert!(err.detail.contains("id"), "{}", err.detail);
         let long = format!(r#"{{"type":"ping","ref":"{}"}}"#, "r".repeat(65));
-        assert_eq!(decode_client(&long).unwrap_err().code, ErrorCode::BadFrame);
+        let err = decode_client(&long).unwrap_err();
+        assert_eq!(
+            (err.code, err.reference),
+            (ErrorCode::BadFrame, None),
+            "not echoed"
+        );
     }
 
     #[test]

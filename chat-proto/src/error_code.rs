@@ -41,7 +41,8 @@ pub enum ErrorCode {
     InvalidId,
     /// `create_room` with a name that is taken.
     RoomExists,
-    /// No room by that name (or a private room the user may not see).
+    /// No room by that name. (Private rooms exist for everyone: joining one without an invite is
+    /// `not_invited`.)
     NoSuchRoom,
     /// No user by that name.
     NoSuchUser,

@@ -125,6 +125,8 @@ pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
                     Ok(Message::Text(text)) => {
                         seen.touch();
                         session.on_text(text.as_str()).await;
+                        // A slow request (argon2 queued in a login flood) is not silence.
+                        seen.touch();
                     }
                     Ok(Message::Binary(_)) => {
                         outbox.kick(close::UNSUPPORTED_DATA, "binary frames are not supported: send JSON in text frames");
@@ -135,6 +137,15 @@ pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
                     Err(WsError::Capacity(e)) => {
                         tracing::debug!(%peer, error = %e, "frame too large");
                         outbox.kick(close::MESSAGE_TOO_BIG, "frame larger than 65536 bytes");
+                        break;
+                    }
+                    Err(WsError::Utf8(_)) => {
+                        outbox.kick(close::INVALID_PAYLOAD, "text frame is not valid UTF-8");
+                        break;
+                    }
+                    Err(WsError::Protocol(e)) => {
+                        tracing::debug!(%peer, error = %e, "WebSocket protocol violation");
+                        outbox.kick(close::WS_PROTOCOL_ERROR, "WebSocket protocol violation");
                         break;
                     }
                     Err(e) => {

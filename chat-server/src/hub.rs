@@ -298,12 +298,17 @@ impl Hub {
     }
 
     /// Subscribes a connection to a room in the joining state and returns the statuses of the
-    /// users present (the joiner included). Live frames are held until [`Hub::go_live`].
-    pub fn subscribe(&self, room_name: &str, reg: &Registered) -> HashMap<Arc<str>, Status> {
+    /// users present (the joiner included), and whether it was subscribed already (a re-join).
+    /// Live frames are held until [`Hub::go_live`].
+    pub fn subscribe(
+        &self,
+        room_name: &str,
+        reg: &Registered,
+    ) -> (HashMap<Arc<str>, Status>, bool) {
         let outbox = {
             let mut registry = lock(&self.registry);
             let Some(entry) = registry.conns.get_mut(&reg.id) else {
-                return HashMap::new();
+                return (HashMap::new(), false);
             };
             entry.rooms.insert(Arc::from(room_name));
             entry.outbox.clone()
@@ -311,6 +316,7 @@ impl Hub {
         let name: Arc<str> = Arc::from(room_name);
         let room = self.room_or_create(&name);
         let mut room = lock(&room);
+        let again = room.subs.contains_key(&reg.id);
         match room.subs.entry(reg.id) {
             // A second join on the same connection: a fresh snapshot follows, hold until then.
             Entry::Occupied(mut e) => {
@@ -337,10 +343,12 @@ impl Hub {
                 }
             }
         }
-        room.present
+        let statuses = room
+            .present
             .keys()
             .map(|u| (u.clone(), room.status_of(u)))
-            .collect()
+            .collect();
+        (statuses, again)
     }
 
     /// Ends the joining state: releases the held frames, minus messages with seq `<= upto`
@@ -597,7 +605,7 @@ mod tests {
         h.go_live("r", a.id, 0);
         let (b1, _b1rx) = conn(&h, "bob");
         let (b2, _b2rx) = conn(&h, "bob");
-        let statuses = h.subscribe("r", &b1);
+        let (statuses, _) = h.subscribe("r", &b1);
         assert_eq!(statuses.get("bob"), Some(&Status::Online));
         assert_eq!(statuses.get("alice"), Some(&Status::Online));
         h.subscribe("r", &b2);

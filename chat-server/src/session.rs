@@ -69,8 +69,10 @@ pub struct Session {
     bad_frames: u32,
     /// Rate limit before authentication, per connection (after it, the user's shared bucket).
     preauth_bucket: TokenBucket,
-    /// Refused frames allowed before the connection is closed for abuse.
+    /// Frames sent in spite of `retry_after_ms` allowed before the connection is closed.
     strikes: TokenBucket,
+    /// When the last `rate_limited` said the client could send again.
+    retry_at: Option<Instant>,
     /// The `ref` of the frame being handled, echoed on its reply.
     pub reference: Option<Ref>,
 }
@@ -87,6 +89,7 @@ impl Session {
             hello: false,
             authed: None,
             bad_frames: 0,
+            retry_at: None,
             reference: None,
         }
     }
@@ -171,17 +174,33 @@ impl Session {
         if let Err(wait) = self.rate_limit() {
             self.reply(&ServerFrame::Error {
                 code: ErrorCode::RateLimited,
-                message: "too many frames; wait before sending again".into(),
+                message: "too many frames; wait retry_after_ms before sending again".into(),
                 room: None,
                 retry_after_ms: Some(wait.as_millis().max(1) as u64),
             });
-            if self.strikes.take(Instant::now()).is_err() {
+            // Only a frame sent before the previous refusal's retry_after_ms ran out is a strike:
+            // a client that honours the hint is slowed down, never disconnected.
+            let now = Instant::now();
+            let ignored_hint = self.retry_at.is_some_and(|at| now < at);
+            self.retry_at = Some(now + wait);
+            if ignored_hint && self.strikes.take(now).is_err() {
                 self.outbox
                     .kick(close::RATE_LIMIT_ABUSE, "kept sending while rate limited");
             }
             return;
         }
-        let result = self.dispatch(frame).await;
+        let open = matches!(
+            frame,
+            ClientFrame::Hello { .. }
+                | ClientFrame::Register { .. }
+                | ClientFrame::Login { .. }
+                | ClientFrame::Auth { .. }
+                | ClientFrame::Ping
+        );
+        let result = match self.authed() {
+            Err(fail) if !open => Err(fail),
+            _ => self.dispatch(frame).await,
+        };
         if let Err(fail) = result {
             self.reply_fail(fail);
         }

@@ -54,7 +54,10 @@ async fn kill_9_loses_no_acknowledged_message() {
     let (mut c, token) = Client::register(&url(&addr), "alice").await;
     c.send(json!({"type":"create_room","room":"r"})).await;
     c.recv_type("room_created").await;
-    let epoch = c.join("r").await["epoch"].as_str().expect("epoch").to_owned();
+    let epoch = c.join("r").await["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_owned();
 
     // Pipeline 400 sends and kill -9 while they are still being stored: after 150 acks.
     let total = 400;
@@ -66,7 +69,10 @@ async fn kill_9_loses_no_acknowledged_message() {
     while acked.len() < 150 {
         let v = c.recv().await;
         if v["type"] == "ack" {
-            acked.insert(v["id"].as_str().expect("id").to_owned(), v["seq"].as_u64().expect("seq"));
+            acked.insert(
+                v["id"].as_str().expect("id").to_owned(),
+                v["seq"].as_u64().expect("seq"),
+            );
         }
     }
     server.kill().expect("kill -9");
@@ -74,21 +80,30 @@ async fn kill_9_loses_no_acknowledged_message() {
     // Acks already on the wire when the process died count too.
     while let Next::Frame(v) = c.next_within(Duration::from_millis(500)).await {
         if v["type"] == "ack" {
-            acked.insert(v["id"].as_str().expect("id").to_owned(), v["seq"].as_u64().expect("seq"));
+            acked.insert(
+                v["id"].as_str().expect("id").to_owned(),
+                v["seq"].as_u64().expect("seq"),
+            );
         }
     }
 
     let (mut server, addr) = spawn_server(&db, &["--rate-per-sec", "0"]);
-    let mut c = Client::connect_with(&url(&addr), Some(&token)).await.expect("token survives");
+    let mut c = Client::connect_with(&url(&addr), Some(&token))
+        .await
+        .expect("token survives");
     c.send(json!({"type":"hello","versions":[1]})).await;
     assert_eq!(c.recv().await["user"], "alice");
-    c.send(json!({"type":"join","room":"r","since_seq":0,"epoch":epoch})).await;
+    c.send(json!({"type":"join","room":"r","since_seq":0,"epoch":epoch}))
+        .await;
     let mut stored: Vec<(u64, String)> = Vec::new();
     loop {
         let v = c.recv().await;
         if v["type"] == "joined" || v["type"] == "replay" {
             for m in v["messages"].as_array().expect("messages") {
-                stored.push((m["seq"].as_u64().expect("seq"), m["id"].as_str().expect("id").to_owned()));
+                stored.push((
+                    m["seq"].as_u64().expect("seq"),
+                    m["id"].as_str().expect("id").to_owned(),
+                ));
             }
             if v["complete"] == true {
                 break;
@@ -96,13 +111,25 @@ async fn kill_9_loses_no_acknowledged_message() {
         }
     }
     let seqs: Vec<u64> = stored.iter().map(|(s, _)| *s).collect();
-    assert_eq!(seqs, (1..=stored.len() as u64).collect::<Vec<_>>(), "seqs are gap-free");
+    assert_eq!(
+        seqs,
+        (1..=stored.len() as u64).collect::<Vec<_>>(),
+        "seqs are gap-free"
+    );
     let by_id: BTreeMap<&str, u64> = stored.iter().map(|(s, id)| (id.as_str(), *s)).collect();
     assert_eq!(by_id.len(), stored.len(), "no id stored twice");
     for (id, seq) in &acked {
-        assert_eq!(by_id.get(id.as_str()), Some(seq), "acknowledged {id} (seq {seq}) lost");
+        assert_eq!(
+            by_id.get(id.as_str()),
+            Some(seq),
+            "acknowledged {id} (seq {seq}) lost"
+        );
     }
-    eprintln!("acked {} of {total} before the kill; {} stored", acked.len(), stored.len());
+    eprintln!(
+        "acked {} of {total} before the kill; {} stored",
+        acked.len(),
+        stored.len()
+    );
 
     // Resending everything with the same ids stores each message exactly once.
     for i in 0..total {
@@ -120,10 +147,17 @@ async fn kill_9_loses_no_acknowledged_message() {
             }
         }
     }
-    assert_eq!(dupes, stored.len(), "every stored message is recognised as a resend");
+    assert_eq!(
+        dupes,
+        stored.len(),
+        "every stored message is recognised as a resend"
+    );
     c.send(json!({"type":"history","room":"r","limit":1})).await;
     let h = c.recv_type("history").await;
-    assert_eq!(h["messages"][0]["seq"], total as u64, "{total} messages, each once");
+    assert_eq!(
+        h["messages"][0]["seq"], total as u64,
+        "{total} messages, each once"
+    );
     server.kill().expect("kill");
     let _ = server.wait();
 }
@@ -166,7 +200,11 @@ async fn closed_registration_and_user_add() {
         child.wait_with_output().expect("wait")
     };
     let out = add("carol", "carols password");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("created user carol"));
     let again = add("carol", "carols password");
     assert!(!again.status.success());
@@ -197,12 +235,29 @@ fn help_lists_every_flag_and_bad_flags_say_what_to_do() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
-        "--listen", "CHAT_LISTEN", "127.0.0.1:7878", "--db", "CHAT_DB", "--registration", "--ping-interval",
-        "--ping-timeout", "--auth-timeout", "--typing-timeout", "--rate-per-sec", "--rate-burst",
-        "--rate-strikes", "--outbound-queue", "--history-on-join", "--max-replay", "--max-connections",
+        "--listen",
+        "CHAT_LISTEN",
+        "127.0.0.1:7878",
+        "--db",
+        "CHAT_DB",
+        "--registration",
+        "--ping-interval",
+        "--ping-timeout",
+        "--auth-timeout",
+        "--typing-timeout",
+        "--rate-per-sec",
+        "--rate-burst",
+        "--rate-strikes",
+        "--outbound-queue",
+        "--history-on-join",
+        "--max-replay",
+        "--max-connections",
         "user",
     ] {
-        assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
+        assert!(
+            help.contains(flag),
+            "--help does not mention {flag}:\n{help}"
+        );
     }
     let out = Command::new(BIN).arg("--lisen").output().expect("bad flag");
     assert_eq!(out.status.code(), Some(2));

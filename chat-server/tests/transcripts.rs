@@ -315,6 +315,9 @@ async fn run_file(path: &Path) -> Result<(), String> {
             return Err(format!("{}:{}: {line}\n    {e}", path.display(), i + 1));
         }
     }
+    // Hang up first: a client that neither reads nor answers the server's close would hold
+    // each connection for the server's whole closing grace period.
+    run.clients.clear();
     if let Some(mut s) = run.server.take() {
         s.shutdown().await;
     }

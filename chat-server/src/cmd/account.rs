@@ -25,8 +25,8 @@ impl Session {
                 .kick(close::UNSUPPORTED_VERSION, "no common protocol version");
             return;
         };
-        self.hello = true;
-        // A token in the Authorization header wins over one in hello.
+        // A token in the Authorization header wins over one in hello. On a storage failure the
+        // client may send hello again; `hello` is set only once welcome is on its way.
         if let (Some(token), None) = (token, &self.authed) {
             match self.check_token(&token).await {
                 Ok(user) => self.become_authed(&user, token_hash(&token)),
@@ -40,6 +40,7 @@ impl Session {
                 }
             }
         }
+        self.hello = true;
         let c = &self.ctx.config;
         self.reply(&ServerFrame::Welcome {
             protocol: version,

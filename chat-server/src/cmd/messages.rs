@@ -5,7 +5,7 @@ use chat_proto::{ErrorCode, ServerFrame, Status, encode};
 
 use crate::broker::Event;
 use crate::session::{Fail, Outcome, Session};
-use crate::store::{AppendDone, NewMessage};
+use crate::store::{AppendDone, NewMessage, StoreError};
 
 /// Messages per `history` reply when the client gives no limit.
 const DEFAULT_HISTORY: u32 = 50;
@@ -36,6 +36,7 @@ impl Session {
         let outbox = self.outbox.clone();
         let reference = self.reference.clone();
         let broker = self.ctx.broker.clone();
+        let failed_room = room.clone();
         let done = AppendDone::new(move |result| match result {
             Ok(a) => {
                 let ack = ServerFrame::Ack {
@@ -66,11 +67,23 @@ impl Session {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "append failed");
+                let (code, message) = match e {
+                    StoreError::Closed => (
+                        ErrorCode::Unavailable,
+                        "the server is shutting down; the message was not stored: send it again with the same id after reconnecting",
+                    ),
+                    other => {
+                        tracing::error!(error = %other, "append failed");
+                        (
+                            ErrorCode::Internal,
+                            "the message was not stored; send it again with the same id",
+                        )
+                    }
+                };
                 let fail = ServerFrame::Error {
-                    code: ErrorCode::Internal,
-                    message: "the message was not stored; send it again with the same id".into(),
-                    room: None,
+                    code,
+                    message: message.into(),
+                    room: Some(failed_room),
                     retry_after_ms: None,
                 };
                 outbox.push(encode(&fail, reference.as_ref()).into());
@@ -82,7 +95,11 @@ impl Session {
             client_id: id,
             body,
         };
-        self.ctx.store.append(msg, done).await.map_err(Fail::from)
+        match self.ctx.store.append(msg, done).await {
+            // The dropped completion has already told the client.
+            Err(StoreError::Closed) => Ok(()),
+            other => other.map_err(Fail::from),
+        }
     }
 
     pub(crate) async fn history(

@@ -145,14 +145,19 @@ impl Session {
             store.add_member(&room, &user).await?;
         }
         let authed = self.authed()?;
-        let statuses = self.ctx.hub.subscribe(&room, &authed.reg);
+        let (statuses, again) = self.ctx.hub.subscribe(&room, &authed.reg);
         match self.join_snapshot(&rec, since, statuses).await {
             Ok(latest) => {
                 self.ctx.hub.go_live(&room, conn, latest);
                 Ok(())
             }
             Err(fail) => {
-                self.ctx.hub.unsubscribe(&room, conn);
+                if again {
+                    // The earlier subscription goes on as it was: release everything held.
+                    self.ctx.hub.go_live(&room, conn, 0);
+                } else {
+                    self.ctx.hub.unsubscribe(&room, conn);
+                }
                 Err(fail.in_room(&room))
             }
         }

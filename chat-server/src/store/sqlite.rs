@@ -684,7 +684,8 @@ impl Store for SqliteStore {
 
     async fn append(&self, msg: NewMessage, done: AppendDone) -> Result<(), StoreError> {
         let job: Job = Box::new(move |conn| {
-            let result = append_one(conn, &msg);
+            // In a savepoint: a failure after the seq was taken must not leave a gap.
+            let result = in_savepoint(conn, |c| append_one(c, &msg));
             Box::new(move |commit| {
                 done.call(match commit {
                     Ok(()) => result,
