@@ -61,6 +61,11 @@ struct Sub {
     /// `Some` while the connection is joining: live frames wait here until its history snapshot
     /// has been queued, so it gets every message once and in order.
     held: Option<Vec<Held>>,
+    /// The highest seq this connection already has (from its snapshot or live). A message at or
+    /// below it is dropped: a message the snapshot read as committed may be *published* only
+    /// after the join went live, and rooms publish in seq order, so this drops exactly the
+    /// copies the client already holds.
+    floor: u64,
 }
 
 #[derive(Default)]
@@ -128,6 +133,14 @@ impl Room {
         for (id, sub) in self.subs.iter_mut() {
             if Some(*id) == except_conn || except_user.is_some_and(|u| u == &*sub.user) {
                 continue;
+            }
+            if let Some(s) = seq {
+                if s <= sub.floor {
+                    continue;
+                }
+                if sub.held.is_none() {
+                    sub.floor = s;
+                }
             }
             match &mut sub.held {
                 Some(held) if held.len() >= max_held => {
@@ -328,6 +341,7 @@ impl Hub {
                     state: reg.state.clone(),
                     outbox,
                     held: Some(Vec::new()),
+                    floor: 0,
                 });
                 let n = room.present.entry(reg.user.clone()).or_insert(0);
                 *n += 1;
@@ -351,8 +365,8 @@ impl Hub {
         (statuses, again)
     }
 
-    /// Ends the joining state: releases the held frames, minus messages with seq `<= upto`
-    /// (the snapshot already carried them), then delivers live.
+    /// Ends the joining state: the connection now has every message up to `upto` (its snapshot);
+    /// releases the held frames minus those messages, then delivers live.
     pub fn go_live(&self, room_name: &str, id: ConnId, upto: u64) {
         let Some(room) = self.room(room_name) else {
             return;
@@ -361,9 +375,13 @@ impl Hub {
         let Some(sub) = room.subs.get_mut(&id) else {
             return;
         };
+        sub.floor = sub.floor.max(upto);
         for held in sub.held.take().unwrap_or_default() {
-            if held.seq.is_some_and(|s| s <= upto) {
-                continue;
+            if let Some(s) = held.seq {
+                if s <= sub.floor {
+                    continue;
+                }
+                sub.floor = s;
             }
             if !sub.outbox.push(held.frame) {
                 break;
@@ -595,6 +613,25 @@ mod tests {
         assert_eq!(got, vec![Some(3)]);
         h.dispatch(msg(4));
         assert_eq!(drain(&mut arx)[0]["seq"], 4);
+    }
+
+    #[test]
+    fn a_message_published_after_going_live_but_in_the_snapshot_is_not_sent_again() {
+        // The snapshot read seq 5 as committed, but its publication comes after go_live.
+        let h = hub();
+        let (a, mut arx) = conn(&h, "alice");
+        h.subscribe("r", &a);
+        h.go_live("r", a.id, 5);
+        h.dispatch(msg(5));
+        assert!(drain(&mut arx).is_empty(), "seq 5 was in the snapshot");
+        h.dispatch(msg(6));
+        h.dispatch(msg(6));
+        let got: Vec<_> = drain(&mut arx).iter().map(|v| v["seq"].as_u64()).collect();
+        assert_eq!(
+            got,
+            vec![Some(6)],
+            "and each seq once, even if published twice"
+        );
     }
 
     #[test]

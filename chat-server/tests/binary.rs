@@ -229,6 +229,65 @@ async fn closed_registration_and_user_add() {
     let _ = server.wait();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_also_stops_it_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, addr) = spawn_server(&dir.path().join("chat.db"), &[]);
+    let (mut c, _) = Client::register(&url(&addr), "alice").await;
+    Command::new("kill")
+        .args(["-INT", &server.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert_eq!(c.closed_code().await, Some(chat_proto::close::GOING_AWAY));
+    assert_eq!(
+        server.wait_with_output().expect("wait").status.code(),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_fallbacks_and_the_default_database_location() {
+    // No --db and no CHAT_DB: the database goes to the platform data directory.
+    let home = tempfile::tempdir().expect("home");
+    let data = home.path().join("data");
+    let mut child = Command::new(BIN)
+        .env("CHAT_LISTEN", "127.0.0.1:0")
+        .env_remove("CHAT_DB")
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", &data)
+        .env("CHAT_REGISTRATION", "closed")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let line = loop {
+        let l = lines.next().expect("a log line").expect("read");
+        if l.contains("ws://") {
+            break l;
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let expected = data.join("chat").join("chat.db");
+    assert!(line.contains(&expected.display().to_string()), "{line}");
+    assert!(expected.exists(), "{} was not created", expected.display());
+    let addr = {
+        let i = line.find("ws://").expect("ws://") + 5;
+        line[i..i + line[i..].find("/ws").expect("/ws")].to_owned()
+    };
+    assert_ne!(addr, "127.0.0.1:7878", "CHAT_LISTEN was ignored");
+    // CHAT_REGISTRATION=closed took effect.
+    let mut c = Client::connect(&url(&addr)).await;
+    c.send(json!({"type":"hello","versions":[1]})).await;
+    c.recv_type("welcome").await;
+    c.send(json!({"type":"register","username":"eve","password":"long enough pw"}))
+        .await;
+    assert_eq!(c.recv().await["code"], "registration_closed");
+    child.kill().expect("kill");
+    let _ = child.wait();
+}
+
 #[test]
 fn help_lists_every_flag_and_bad_flags_say_what_to_do() {
     let out = Command::new(BIN).arg("--help").output().expect("help");

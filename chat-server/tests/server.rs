@@ -9,11 +9,16 @@ use serde_json::{Value, json};
 use support::{Client, Next, TestServer};
 
 /// Collects the seqs a joiner receives for `room` (snapshot, replay pages and live messages)
-/// until it has seen `last`. Panics on a duplicate.
+/// until it has seen `last`. Panics on a duplicate, naming the frames that carried it.
 async fn collect_until(c: &mut Client, last: u64) -> Vec<u64> {
-    let mut seen = Vec::new();
-    let push = |seq: u64, seen: &mut Vec<u64>| {
-        assert!(!seen.contains(&seq), "seq {seq} delivered twice: {seen:?}");
+    let mut seen: Vec<u64> = Vec::new();
+    let mut log: Vec<String> = Vec::new();
+    let mut push = |seq: u64, via: &str, seen: &mut Vec<u64>, log: &mut Vec<String>| {
+        log.push(format!("{via}:{seq}"));
+        assert!(
+            !seen.contains(&seq),
+            "seq {seq} delivered twice; frames so far: {log:?}"
+        );
         seen.push(seq);
     };
     loop {
@@ -21,13 +26,15 @@ async fn collect_until(c: &mut Client, last: u64) -> Vec<u64> {
             return seen;
         }
         let v = c.recv().await;
-        match v["type"].as_str() {
-            Some("joined" | "replay") => {
+        let kind = v["type"].as_str().unwrap_or_default().to_owned();
+        match kind.as_str() {
+            "joined" | "replay" => {
+                let via = format!("{kind}(latest {})", v["latest_seq"]);
                 for m in v["messages"].as_array().expect("messages") {
-                    push(m["seq"].as_u64().expect("seq"), &mut seen);
+                    push(m["seq"].as_u64().expect("seq"), &via, &mut seen, &mut log);
                 }
             }
-            Some("message") => push(v["seq"].as_u64().expect("seq"), &mut seen),
+            "message" => push(v["seq"].as_u64().expect("seq"), "live", &mut seen, &mut log),
             _ => {}
         }
     }
@@ -70,18 +77,18 @@ async fn joins_racing_with_sends_get_every_message_exactly_once() {
     let total = 600u64;
     let send = tokio::spawn(async move {
         let mut acked = Vec::new();
-        for batch in 0..(total / 20) {
-            acked.extend(send_many(&mut sender, "race", &format!("b{batch}-"), 20, "x").await);
+        for batch in 0..(total / 5) {
+            acked.extend(send_many(&mut sender, "race", &format!("b{batch}-"), 5, "x").await);
         }
         acked
     });
     // Joiners arrive while messages stream in: full replays from 0 and plain joins.
     let mut joiners = Vec::new();
-    for j in 0..6u64 {
+    for j in 0..10u64 {
         let url = url.clone();
         let epoch = epoch.clone();
         joiners.push(tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(40 * j)).await;
+            tokio::time::sleep(Duration::from_millis(30 * j)).await;
             let (mut c, _) = Client::register(&url, &format!("joiner{j}")).await;
             if j % 2 == 0 {
                 c.send(json!({"type":"join","room":"race","since_seq":0,"epoch":epoch}))
@@ -382,4 +389,53 @@ async fn history_of_a_room_is_the_same_for_every_member() {
         .map(|m| m["seq"].as_u64().expect("s"))
         .collect();
     assert_eq!(seqs, (1..=5).collect());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_stored_only_as_hashes() {
+    let server = TestServer::start(|_| {}).await;
+    let (_c, token) = Client::register(&server.url(), "alice").await;
+    assert_eq!(token.len(), 64, "256 random bits, hex");
+    let db = rusqlite::Connection::open(server.dir.path().join("chat.db")).expect("open");
+    let stored: Vec<Vec<u8>> = db
+        .prepare("SELECT hash FROM tokens")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(stored, vec![chat_server::auth::token_hash(&token).to_vec()]);
+    let dump: String = db
+        .query_row(
+            "SELECT group_concat(quote(hash)) || group_concat(hex(hash)) FROM tokens",
+            [],
+            |r| r.get(0),
+        )
+        .expect("dump");
+    assert!(
+        !dump.to_lowercase().contains(&token),
+        "the raw token is in the database"
+    );
+    let hash: String = db
+        .query_row("SELECT password_hash FROM users", [], |r| r.get(0))
+        .expect("user");
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let mode: String = db
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("mode");
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_limit_are_refused_and_at_the_limit_accepted() {
+    let server = TestServer::start(|_| {}).await;
+    let (mut a, _) = setup_room(&server.url(), "alice", "r").await;
+    let max = chat_proto::limits::MAX_BODY_BYTES;
+    a.send(json!({"type":"send","room":"r","id":"big","body":"é".repeat(max / 2 + 1)}))
+        .await;
+    let v = a.recv().await;
+    assert_eq!(v["code"], "invalid_body", "{v}");
+    a.send(json!({"type":"send","room":"r","id":"fits","body":"é".repeat(max / 2)}))
+        .await;
+    assert_eq!(a.recv_type("ack").await["seq"], 1);
 }

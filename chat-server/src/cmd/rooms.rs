@@ -163,9 +163,11 @@ impl Session {
         }
     }
 
-    /// Reads the room's state *after* subscribing: a message committed before the read is in
-    /// the snapshot (seq <= latest); one committed after it is published after it, so it is held
-    /// for this connection and released by `go_live`, which drops the seqs the snapshot holds.
+    /// Reads the room's state *after* subscribing: a message committed after the read is
+    /// published after the subscription, so it reaches this connection (held until `go_live`,
+    /// then live). A message committed before the read is in the snapshot (seq <= latest); its
+    /// publication may still be on the way, even after `go_live`, and the subscription's seq
+    /// floor drops it. So each message arrives once: in the snapshot or live.
     async fn join_snapshot(
         &self,
         rec: &RoomRecord,
