@@ -13,7 +13,7 @@ use support::{Client, Next, TestServer};
 async fn collect_until(c: &mut Client, last: u64) -> Vec<u64> {
     let mut seen: Vec<u64> = Vec::new();
     let mut log: Vec<String> = Vec::new();
-    let mut push = |seq: u64, via: &str, seen: &mut Vec<u64>, log: &mut Vec<String>| {
+    let push = |seq: u64, via: &str, seen: &mut Vec<u64>, log: &mut Vec<String>| {
         log.push(format!("{via}:{seq}"));
         assert!(
             !seen.contains(&seq),
