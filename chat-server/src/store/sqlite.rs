@@ -573,29 +573,9 @@ impl Store for SqliteStore {
             let name = dm_room_name(&a, &b);
             let existing = c
                 .query_row(
-                    &format!("SELECT id, {ROOM_COLUMNS} FROM rooms WHERE name = ?1"),
+                    &format!("SELECT {ROOM_COLUMNS}, id FROM rooms WHERE name = ?1"),
                     [&name],
-                    |r| {
-                        Ok((r.get::<_, i64>(0)?, {
-                            let kind: String = r.get(2)?;
-                            let vis: String = r.get(3)?;
-                            RoomRecord {
-                                name: r.get(1)?,
-                                kind: if kind == "dm" {
-                                    RoomKind::Dm
-                                } else {
-                                    RoomKind::Room
-                                },
-                                visibility: if vis == "private" {
-                                    Visibility::Private
-                                } else {
-                                    Visibility::Public
-                                },
-                                topic: r.get(4)?,
-                                epoch: r.get(5)?,
-                            }
-                        }))
-                    },
+                    |r| Ok((r.get::<_, i64>(5)?, room_from_row(r)?)),
                 )
                 .optional()?;
             let (rid, rec) = match existing {
