@@ -13,6 +13,7 @@ use futures_util::SinkExt;
 use futures_util::stream::{SplitSink, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -141,6 +142,11 @@ pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
                     }
                     Err(WsError::Utf8(_)) => {
                         outbox.kick(close::INVALID_PAYLOAD, "text frame is not valid UTF-8");
+                        break;
+                    }
+                    // The client vanished without a close handshake (killed, network gone).
+                    Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                        peer_gone = true;
                         break;
                     }
                     Err(WsError::Protocol(e)) => {

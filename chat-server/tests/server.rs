@@ -439,3 +439,42 @@ async fn bodies_over_the_limit_are_refused_and_at_the_limit_accepted() {
         .await;
     assert_eq!(a.recv_type("ack").await["seq"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_vanishes_just_goes_offline() {
+    let server = TestServer::start(|_| {}).await;
+    let (mut a, _) = setup_room(&server.url(), "alice", "r").await;
+    let (mut b, _) = Client::register(&server.url(), "bob").await;
+    b.join("r").await;
+    a.recv_type("presence").await;
+    // Drop the TCP connection without a WebSocket close handshake.
+    drop(b);
+    let p = a.recv_type("presence").await;
+    assert_eq!(p["changes"][0], json!({"user":"bob","status":"offline"}));
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start(|_| {}).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("tcp");
+    tcp.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    // A masked text frame (FIN, opcode 1) of two bytes that are not UTF-8; mask key all zero.
+    tcp.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe])
+        .await
+        .expect("frame");
+    let frames = raw_frames(&mut tcp).await;
+    let (op, payload) = frames.last().expect("a close frame");
+    assert_eq!(*op, 0x8, "{frames:?}");
+    assert_eq!(
+        u16::from_be_bytes([payload[0], payload[1]]),
+        chat_proto::close::INVALID_PAYLOAD
+    );
+}
