@@ -1,11 +1,282 @@
-//! chat-tui: the terminal client. Not written yet: its issue comes after the server's. Until then
-//! this binary says so, instead of pretending.
+//! chat-tui: flags, config, the terminal guard, and the one loop that feeds events to the model,
+//! carries out its commands and redraws only when something changed.
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "chat-tui is not usable yet.\n\
-         Talk to chat-server with any WebSocket client: docs/protocol.md (section 11.2 has a\n\
-         ready-made Python client)."
+mod app;
+mod backoff;
+mod commands;
+mod config;
+mod conn;
+mod editor;
+mod room;
+mod sanitize;
+mod view;
+mod wrap;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures_util::StreamExt;
+use ratatui::crossterm::event::{self as ct, Event as CtEvent, EventStream};
+use ratatui::crossterm::execute;
+use tokio::sync::mpsc;
+
+use app::{App, Command, Event, Settings};
+use config::{StateFile, account_key};
+use conn::{NetConfig, ToNet};
+
+/// chat-tui: a terminal client for chat-server.
+#[derive(Debug, Parser)]
+#[command(name = "chat-tui", version, about)]
+struct Cli {
+    /// Server URL [default: from the config file, else ws://127.0.0.1:7878/ws]
+    #[arg(long, env = "CHAT_SERVER")]
+    server: Option<String>,
+    /// Username [default: from the config file, else asked]
+    #[arg(long, env = "CHAT_USER")]
+    user: Option<String>,
+    /// Create the account instead of logging in (asks for a password).
+    #[arg(long)]
+    register: bool,
+    /// Log in again with a password even if a token is saved.
+    #[arg(long)]
+    login: bool,
+    /// Config file [default: config.toml in the platform config directory]
+    #[arg(long, env = "CHAT_TUI_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// Never ring the terminal bell.
+    #[arg(long)]
+    no_bell: bool,
+}
+
+const DEFAULT_SERVER: &str = "ws://127.0.0.1:7878/ws";
+
+fn prompt(question: &str, default: Option<&str>) -> anyhow::Result<String> {
+    let mut out = std::io::stderr();
+    match default {
+        Some(d) => write!(out, "{question} [{d}]: ")?,
+        None => write!(out, "{question}: ")?,
+    }
+    out.flush()?;
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading from the terminal")?;
+    let line = line.trim().to_owned();
+    match (line.is_empty(), default) {
+        (true, Some(d)) => Ok(d.to_owned()),
+        (true, None) => bail!("{question} is required"),
+        _ => Ok(line),
+    }
+}
+
+/// Reads a password without echoing it.
+fn prompt_password(question: &str) -> anyhow::Result<String> {
+    use ratatui::crossterm::event::{KeyCode, KeyEventKind, read};
+    eprint!("{question}: ");
+    std::io::stderr().flush()?;
+    ratatui::crossterm::terminal::enable_raw_mode()?;
+    let mut pw = String::new();
+    let result = loop {
+        match read() {
+            Ok(CtEvent::Key(k)) if k.kind == KeyEventKind::Press => match k.code {
+                KeyCode::Enter => break Ok(()),
+                KeyCode::Backspace => {
+                    pw.pop();
+                }
+                KeyCode::Char('c') if k.modifiers.contains(ct::KeyModifiers::CONTROL) => {
+                    break Err(anyhow::anyhow!("cancelled"));
+                }
+                KeyCode::Char(c) => pw.push(c),
+                _ => {}
+            },
+            Ok(_) => {}
+            Err(e) => break Err(e.into()),
+        }
+    };
+    ratatui::crossterm::terminal::disable_raw_mode()?;
+    eprintln!();
+    result.map(|()| pw)
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let dirs = config::dirs()?;
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| dirs.config_dir().join("config.toml"));
+    let file = config::load(&config_path)?;
+    let state_file = StateFile {
+        path: dirs.data_dir().join("state.json"),
+    };
+    let mut state = state_file.load();
+
+    let server = match cli.server.clone().or(file.server.clone()) {
+        Some(s) => s,
+        None => prompt("Server", Some(DEFAULT_SERVER))?,
+    };
+    let user = match cli.user.clone().or(file.user.clone()) {
+        Some(u) => u,
+        None => prompt("Username", None)?,
+    };
+    let key = account_key(&user, &server);
+    let token = match state
+        .tokens
+        .get(&key)
+        .filter(|_| !cli.login && !cli.register)
+    {
+        Some(t) => t.clone(),
+        None => {
+            let password = prompt_password(if cli.register {
+                "Choose a password"
+            } else {
+                "Password"
+            })?;
+            let token = conn::login(&server, &user, &password, cli.register)
+                .await
+                .map_err(|e| {
+                    if !cli.register && e.to_string().starts_with("invalid_credentials") {
+                        e.context("wrong username or password (new here? add --register)")
+                    } else {
+                        e
+                    }
+                })?;
+            state.tokens.insert(key.clone(), token.clone());
+            state_file.save(&state)?;
+            token
+        }
+    };
+
+    let settings = Settings {
+        bell: file.bell.unwrap_or(true) && !cli.no_bell,
+        server: server.clone(),
+    };
+    let backoff = file.reconnect.clone().unwrap_or_default().backoff();
+    let id_prefix = format!("t{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+    let mut app = App::new(
+        settings,
+        id_prefix,
+        state.read.get(&key).cloned().unwrap_or_default(),
     );
-    std::process::ExitCode::from(2)
+
+    let (to_net, from_ui) = mpsc::channel::<ToNet>(256);
+    let (to_ui, mut from_net) = mpsc::channel::<Event>(1024);
+    let net = tokio::spawn(conn::run(
+        NetConfig {
+            url: server,
+            token,
+            backoff,
+        },
+        from_ui,
+        to_ui,
+    ));
+
+    let mut terminal = ratatui::init();
+    let _ = execute!(
+        std::io::stdout(),
+        ct::EnableBracketedPaste,
+        ct::EnableMouseCapture
+    );
+    let result = ui_loop(
+        &mut terminal,
+        &mut app,
+        &to_net,
+        &mut from_net,
+        &state_file,
+        &mut state,
+        &key,
+    )
+    .await;
+    let _ = execute!(
+        std::io::stdout(),
+        ct::DisableBracketedPaste,
+        ct::DisableMouseCapture
+    );
+    ratatui::restore();
+    drop(to_net);
+    let _ = tokio::time::timeout(Duration::from_secs(1), net).await;
+    result
+}
+
+async fn ui_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    app: &mut App,
+    to_net: &mpsc::Sender<ToNet>,
+    from_net: &mut mpsc::Receiver<Event>,
+    state_file: &StateFile,
+    state: &mut config::State,
+    key: &str,
+) -> anyhow::Result<()> {
+    let mut keys = EventStream::new();
+    // Typing indicators expire and the reconnect countdown moves: a slow tick, and only a redraw
+    // when something on screen depends on time.
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut dirty = true;
+    loop {
+        if dirty {
+            terminal.draw(|f| view::draw(f, app))?;
+            dirty = false;
+        }
+        let event = tokio::select! {
+            ev = keys.next() => match ev {
+                Some(Ok(CtEvent::Key(k))) => Event::Key(k),
+                Some(Ok(CtEvent::Paste(p))) => Event::Paste(p),
+                Some(Ok(CtEvent::Mouse(m))) => Event::Mouse(m),
+                Some(Ok(CtEvent::Resize(..))) => Event::Resize,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e).context("reading the terminal"),
+                None => return Ok(()),
+            },
+            ev = from_net.recv() => match ev {
+                Some(ev) => ev,
+                None => return Ok(()),
+            },
+            _ = tick.tick() => {
+                let now = Instant::now();
+                let before: Vec<usize> = app.rooms.values().map(|r| r.typing.len()).collect();
+                app.update(Event::Tick(now));
+                let after: Vec<usize> = app.rooms.values().map(|r| r.typing.len()).collect();
+                dirty = before != after || matches!(app.conn, app::Conn::Reconnecting { .. });
+                continue;
+            }
+        };
+        dirty = true;
+        for cmd in app.update(event) {
+            match cmd {
+                Command::Send(frame, reference) => {
+                    // Bounded: if the network task is behind, the UI waits a moment rather than
+                    // dropping what the user sent.
+                    let _ = to_net.send(ToNet::Send(frame, reference)).await;
+                }
+                Command::Reconnect => {
+                    let _ = to_net.send(ToNet::Reconnect).await;
+                }
+                Command::Bell => {
+                    let mut out = std::io::stdout();
+                    let _ = out.write_all(b"\x07").and_then(|()| out.flush());
+                }
+                Command::SaveReadMarks => {
+                    state.read.insert(key.to_owned(), app.read_marks());
+                    if let Err(e) = state_file.save(state) {
+                        app.notice = Some(format!("could not save read positions: {e:#}"));
+                    }
+                }
+                Command::Quit => return Ok(()),
+            }
+        }
+    }
 }
