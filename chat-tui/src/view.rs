@@ -455,3 +455,7 @@ fn draw_help(f: &mut Frame, area: Rect) {
         popup,
     );
 }
+
+#[cfg(test)]
+#[path = "view_tests.rs"]
+mod tests;

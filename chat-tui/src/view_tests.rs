@@ -1,0 +1,197 @@
+//! Rendering tests on ratatui's TestBackend, at the smallest supported size and a large one.
+
+use std::collections::BTreeMap;
+
+use chat_proto::{CatchUp, Envelope, HistoryMessage, Member, ServerFrame, Status, Visibility};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+use crate::app::{App, Conn, Event, Net, Settings};
+
+fn app_with(messages: Vec<(&str, &str)>) -> App {
+    let mut a = App::new(
+        Settings {
+            bell: false,
+            server: "ws://h/ws".into(),
+        },
+        "t".into(),
+        BTreeMap::new(),
+    );
+    a.update(Event::Net(Net::Ready {
+        user: "alice".into(),
+    }));
+    let msgs = messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, (from, body))| HistoryMessage {
+            seq: i as u64 + 1,
+            id: format!("m{i}"),
+            from: from.into(),
+            body: body.into(),
+            ts: 1_700_000_000_000 + i as i64 * 60_000,
+        })
+        .collect::<Vec<_>>();
+    let latest = msgs.len() as u64;
+    a.update(Event::Net(Net::Frame(Box::new(Envelope {
+        reference: None,
+        frame: ServerFrame::Joined {
+            room: "lobby".into(),
+            epoch: "e".into(),
+            latest_seq: latest,
+            topic: "the topic".into(),
+            visibility: Visibility::Public,
+            members: vec![
+                Member {
+                    user: "alice".into(),
+                    status: Status::Online,
+                },
+                Member {
+                    user: "bob".into(),
+                    status: Status::Away,
+                },
+                Member {
+                    user: "carol".into(),
+                    status: Status::Offline,
+                },
+            ],
+            catch_up: CatchUp::Recent,
+            messages: msgs,
+            complete: true,
+        },
+    }))));
+    a
+}
+
+fn render(app: &App, w: u16, h: u16) -> Vec<String> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).expect("terminal");
+    t.draw(|f| crate::view::draw(f, app)).expect("draw");
+    let buf = t.backend().buffer().clone();
+    (0..h)
+        .map(|y| {
+            let mut line = String::new();
+            let mut x = 0;
+            while x < w {
+                let cell = &buf[(x, y)];
+                line.push_str(cell.symbol());
+                x += unicode_width::UnicodeWidthStr::width(cell.symbol()).max(1) as u16;
+            }
+            line
+        })
+        .collect()
+}
+
+#[test]
+fn at_80x24_everything_is_there() {
+    let a = app_with(vec![
+        ("bob", "hello alice"),
+        ("alice", "/me waves"),
+        ("bob", "日本語のテキスト and emoji 👩‍💻 in one line"),
+    ]);
+    let screen = render(&a, 80, 24);
+    let all = screen.join("\n");
+    assert!(
+        screen[0].contains("rooms")
+            && screen[0].contains("#lobby  the topic")
+            && screen[0].contains("members"),
+        "{all}"
+    );
+    assert!(all.contains("bob: hello alice"), "{all}");
+    assert!(all.contains("* alice waves"), "{all}");
+    assert!(all.contains("日本語のテキスト"), "{all}");
+    assert!(
+        all.contains("online (1)") && all.contains("away (1)") && all.contains("offline (1)"),
+        "{all}"
+    );
+    assert!(screen[23].contains("│ alice │ connected"), "{}", screen[23]);
+    assert!(
+        screen[22].starts_with("│") || screen[22].contains(">"),
+        "the input line: {all}"
+    );
+    // Every row is exactly the terminal's width: wide characters did not push anything out.
+    for (i, row) in screen.iter().enumerate() {
+        assert_eq!(
+            unicode_width::UnicodeWidthStr::width(row.as_str()),
+            80,
+            "row {i}: {row:?}"
+        );
+    }
+}
+
+#[test]
+fn at_120x40_long_lines_wrap_under_the_text_column() {
+    let long = "word ".repeat(60);
+    let a = app_with(vec![("bob", &long)]);
+    let screen = render(&a, 120, 40);
+    let rows: Vec<&String> = screen.iter().filter(|r| r.contains("word")).collect();
+    assert!(rows.len() >= 3, "{screen:#?}");
+    let first = rows[0].find("word").expect("word");
+    for r in &rows[1..] {
+        assert_eq!(
+            r.find("word"),
+            Some(first),
+            "continuation rows align with the text: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn a_narrow_terminal_drops_the_sidebars_not_the_messages() {
+    let a = app_with(vec![("bob", "still readable")]);
+    let screen = render(&a, 40, 12).join("\n");
+    assert!(screen.contains("bob: still readable"), "{screen}");
+    assert!(!screen.contains("members"), "{screen}");
+}
+
+#[test]
+fn the_status_bar_counts_down_a_reconnect_and_help_lists_commands() {
+    let mut a = app_with(vec![]);
+    let at = std::time::Instant::now() + std::time::Duration::from_millis(3200);
+    a.update(Event::Net(Net::Conn(Conn::Reconnecting { at, attempt: 4 })));
+    let screen = render(&a, 80, 24);
+    assert!(
+        screen[23].contains("reconnecting in 3.") && screen[23].contains("(attempt 4)"),
+        "{}",
+        screen[23]
+    );
+    a.show_help = true;
+    let screen = render(&a, 100, 40).join("\n");
+    for (cmd, _, _) in crate::commands::COMMANDS {
+        assert!(screen.contains(cmd), "help lacks {cmd}:\n{screen}");
+    }
+}
+
+#[test]
+fn scrolled_up_shows_the_new_messages_marker_and_unread_line() {
+    let many: Vec<(String, String)> = (0..60)
+        .map(|i| ("bob".to_owned(), format!("line {i}")))
+        .collect();
+    let mut a = app_with(many.iter().map(|(f, b)| (f.as_str(), b.as_str())).collect());
+    a.scroll = 20;
+    let screen = render(&a, 80, 24).join("\n");
+    assert!(screen.contains("new messages below"), "{screen}");
+    assert!(
+        !screen.contains("line 59"),
+        "scrolled away from the newest: {screen}"
+    );
+    let mut b = app_with(vec![("bob", "old")]);
+    b.rooms.get_mut("lobby").expect("room").marker = Some(0);
+    let screen = render(&b, 80, 24).join("\n");
+    assert!(screen.contains("new since you last read"), "{screen}");
+}
+
+#[test]
+fn hostile_text_never_reaches_the_buffer_raw() {
+    let a = app_with(vec![(
+        "ev\u{1b}[31mil",
+        "a\u{1b}]52;c;ZXZpbA==\u{7}b\u{9b}2Jc\u{202e}d",
+    )]);
+    let screen = render(&a, 80, 24).join("\n");
+    assert!(
+        !screen.contains('\u{1b}') && !screen.contains('\u{9b}') && !screen.contains('\u{202e}'),
+        "{screen:?}"
+    );
+    assert!(
+        screen.contains('␛'),
+        "escapes are shown as placeholders: {screen}"
+    );
+}
