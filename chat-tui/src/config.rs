@@ -87,6 +87,9 @@ pub struct State {
     /// "user@server" -> room -> last read seq.
     #[serde(default)]
     pub read: BTreeMap<String, BTreeMap<String, u64>>,
+    /// "user@server#room" -> (epoch, last seq printed by `tail`).
+    #[serde(default)]
+    pub tail: BTreeMap<String, (String, u64)>,
 }
 
 pub struct StateFile {

@@ -9,6 +9,7 @@ mod conn;
 mod editor;
 mod room;
 mod sanitize;
+mod script;
 mod view;
 mod wrap;
 
@@ -48,6 +49,27 @@ struct Cli {
     /// Never ring the terminal bell.
     #[arg(long)]
     no_bell: bool,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+/// Without a command, chat-tui is interactive. These are for scripts and bots: they use the token
+/// saved by an interactive login (or CHAT_TOKEN) and never prompt.
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// Send one message; exit status 0 once the server has stored it, 1 otherwise.
+    Send { room: String, text: String },
+    /// Print a room's messages, one per line, then follow new ones until interrupted.
+    /// Without --since it resumes after the last message the previous tail printed.
+    Tail {
+        room: String,
+        /// One JSON object per line: room, seq, id, from, body, ts.
+        #[arg(long)]
+        json: bool,
+        /// Print the messages after this seq.
+        #[arg(long)]
+        since: Option<u64>,
+    },
 }
 
 const DEFAULT_SERVER: &str = "ws://127.0.0.1:7878/ws";
@@ -126,13 +148,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let server = match cli.server.clone().or(file.server.clone()) {
         Some(s) => s,
+        None if cli.command.is_some() => DEFAULT_SERVER.to_owned(),
         None => prompt("Server", Some(DEFAULT_SERVER))?,
     };
     let user = match cli.user.clone().or(file.user.clone()) {
         Some(u) => u,
+        None if cli.command.is_some() => bail!(
+            "which user? pass --user NAME (or set it in {})",
+            config_path.display()
+        ),
         None => prompt("Username", None)?,
     };
     let key = account_key(&user, &server);
+    if let Some(sub) = &cli.command {
+        let token = std::env::var("CHAT_TOKEN").ok().or_else(|| state.tokens.get(&key).cloned()).with_context(|| {
+            format!("no saved token for {key}: run `chat-tui --server {server} --user {user}` once to log in, or set CHAT_TOKEN")
+        })?;
+        return match sub {
+            Sub::Send { room, text } => {
+                let seq = script::send_message(&server, &token, room, text).await?;
+                eprintln!("stored as #{seq} in {room}");
+                Ok(())
+            }
+            Sub::Tail { room, json, since } => {
+                script::tail(script::Tail {
+                    server: &server,
+                    token: &token,
+                    room,
+                    json: *json,
+                    since: *since,
+                    state_file: &state_file,
+                    account: &key,
+                })
+                .await
+            }
+        };
+    }
     let token = match state
         .tokens
         .get(&key)

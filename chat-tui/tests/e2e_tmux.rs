@@ -3,24 +3,14 @@
 //! restarted; both clients must reconnect on their own and show what was typed during the
 //! outage exactly once. Needs tmux (`scripts/test` installs it).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const TUI: &str = env!("CARGO_BIN_EXE_chat-tui");
+use support::{server_binary, start_server, wait_listening};
 
-/// chat-server is another package's binary: build it (a no-op when it is fresh) and find it
-/// next to this test's target directory.
-fn server_binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "chat-server", "--bin", "chat-server"])
-        .status()
-        .expect("cargo build chat-server");
-    assert!(status.success());
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    dir.join("chat-server")
-}
+use support::TUI;
 
 struct Tmux {
     socket: String,
@@ -74,27 +64,6 @@ impl Drop for Tmux {
         let _ = Command::new("tmux")
             .args(["-L", &self.socket, "kill-server"])
             .status();
-    }
-}
-
-fn start_server(bin: &Path, db: &Path, addr: &str) -> Child {
-    Command::new(bin)
-        .args(["--listen", addr, "--db"])
-        .arg(db)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chat-server")
-}
-
-fn wait_listening(addr: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "chat-server did not start on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

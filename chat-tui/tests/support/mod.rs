@@ -1,0 +1,43 @@
+//! What chat-tui's integration tests share: the chat-server binary and a way to start it.
+
+#![allow(dead_code)] // each test binary uses part of this module
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TUI: &str = env!("CARGO_BIN_EXE_chat-tui");
+
+/// chat-server is another package's binary: build it (a no-op when it is fresh) and find it
+/// next to this test's target directory.
+pub fn server_binary() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "chat-server", "--bin", "chat-server"])
+        .status()
+        .expect("cargo build chat-server");
+    assert!(status.success());
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    dir.join("chat-server")
+}
+
+pub fn start_server(bin: &Path, db: &Path, addr: &str) -> Child {
+    Command::new(bin)
+        .args(["--listen", addr, "--db"])
+        .arg(db)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chat-server")
+}
+
+pub fn wait_listening(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "chat-server did not start on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
