@@ -26,6 +26,8 @@ pub enum Conn {
     Reconnecting {
         at: Instant,
         attempt: u32,
+        /// Why the last connection ended, for the status bar.
+        why: String,
     },
     /// Given up (the server ended the session on purpose).
     Offline {

@@ -118,6 +118,7 @@ fn reconnect_rejoins_from_where_it_was_and_resends_pending_with_the_same_ids() {
     a.update(Event::Net(Net::Conn(Conn::Reconnecting {
         at: Instant::now(),
         attempt: 1,
+        why: "connection closed".into(),
     })));
     // Typed while offline: queued, not sent.
     let cmds = type_line(&mut a, "sent while offline");
@@ -456,4 +457,39 @@ fn commands_become_frames() {
     assert!(type_line(&mut a, "/quit").contains(&Command::Quit));
     type_line(&mut a, "/nonsense");
     assert!(a.notice.as_deref().unwrap_or_default().contains("/help"));
+}
+
+#[test]
+fn read_positions_survive_a_restart() {
+    // A previous run had read "there" up to seq 2.
+    let saved = BTreeMap::from([("there".to_owned(), 2u64)]);
+    let mut a = App::new(
+        Settings {
+            bell: false,
+            server: "s".into(),
+        },
+        "t2".into(),
+        saved,
+    );
+    a.update(Event::Net(Net::Ready {
+        user: "alice".into(),
+    }));
+    a.update(joined("here", CatchUp::Recent, vec![], 0));
+    a.update(joined(
+        "there",
+        CatchUp::Recent,
+        vec![
+            h(1, "bob", "a"),
+            h(2, "bob", "b"),
+            h(3, "bob", "c"),
+            h(4, "bob", "d"),
+        ],
+        4,
+    ));
+    assert_eq!(
+        a.rooms["there"].unread, 2,
+        "only what came after the saved position is unread"
+    );
+    assert_eq!(a.rooms["there"].first_unread(), Some(3));
+    assert_eq!(a.read_marks()["there"], 2);
 }

@@ -79,9 +79,13 @@ pub async fn run(cfg: NetConfig, mut from_ui: mpsc::Receiver<ToNet>, to_ui: mpsc
         let delay = backoff.next_delay(rand::random::<f64>());
         let at = Instant::now() + delay;
         let attempt = backoff.attempt;
-        let _ = reason;
+        let why = crate::sanitize::one_line(&reason, 60);
         if to_ui
-            .send(Event::Net(Net::Conn(Conn::Reconnecting { at, attempt })))
+            .send(Event::Net(Net::Conn(Conn::Reconnecting {
+                at,
+                attempt,
+                why,
+            })))
             .await
             .is_err()
         {

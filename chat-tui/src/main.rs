@@ -235,12 +235,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         to_ui,
     ));
 
+    // ratatui::init also installs a panic hook that restores the terminal before the message.
     let mut terminal = ratatui::init();
     let _ = execute!(
         std::io::stdout(),
         ct::EnableBracketedPaste,
         ct::EnableMouseCapture
     );
+    // Terminals that speak the kitty keyboard protocol report Shift+Enter; elsewhere Alt+Enter.
+    let enhanced = ratatui::crossterm::terminal::supports_keyboard_enhancement().unwrap_or(false);
+    if enhanced {
+        let _ = execute!(
+            std::io::stdout(),
+            ct::PushKeyboardEnhancementFlags(
+                ct::KeyboardEnhancementFlags::DISAMBIGUATE_ESCAPE_CODES
+            )
+        );
+    }
     let result = ui_loop(
         &mut terminal,
         &mut app,
@@ -251,6 +262,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         &key,
     )
     .await;
+    if enhanced {
+        let _ = execute!(std::io::stdout(), ct::PopKeyboardEnhancementFlags);
+    }
     let _ = execute!(
         std::io::stdout(),
         ct::DisableBracketedPaste,

@@ -192,7 +192,7 @@ pub async fn tail(t: Tail<'_>) -> anyhow::Result<()> {
         epoch, messages, ..
     } = first
     else {
-        unreachable!("join returns joined")
+        bail!("unexpected answer to join")
     };
     let since = t
         .since
@@ -206,7 +206,7 @@ pub async fn tail(t: Tail<'_>) -> anyhow::Result<()> {
             ..
         } = join(&mut ws, t.room, Some((s, epoch.clone()))).await?
         else {
-            unreachable!("join returns joined")
+            bail!("unexpected answer to join")
         };
         if catch_up == CatchUp::Reload {
             eprintln!(

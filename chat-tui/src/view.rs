@@ -374,9 +374,9 @@ pub fn conn_text(conn: &Conn, now: Instant) -> String {
         Conn::Connected => "connected".into(),
         Conn::Connecting { attempt: 0 } => "connecting…".into(),
         Conn::Connecting { attempt } => format!("connecting… (attempt {})", attempt + 1),
-        Conn::Reconnecting { at, attempt } => {
+        Conn::Reconnecting { at, attempt, why } => {
             let secs = at.saturating_duration_since(now).as_secs_f32();
-            format!("reconnecting in {secs:.1} s (attempt {attempt})")
+            format!("reconnecting in {secs:.1} s (attempt {attempt}: {why})")
         }
         Conn::Offline { reason } => format!("offline: {reason} (/reconnect)"),
     }

@@ -146,10 +146,15 @@ fn a_narrow_terminal_drops_the_sidebars_not_the_messages() {
 fn the_status_bar_counts_down_a_reconnect_and_help_lists_commands() {
     let mut a = app_with(vec![]);
     let at = std::time::Instant::now() + std::time::Duration::from_millis(3200);
-    a.update(Event::Net(Net::Conn(Conn::Reconnecting { at, attempt: 4 })));
+    a.update(Event::Net(Net::Conn(Conn::Reconnecting {
+        at,
+        attempt: 4,
+        why: "connection closed".into(),
+    })));
     let screen = render(&a, 80, 24);
     assert!(
-        screen[23].contains("reconnecting in 3.") && screen[23].contains("(attempt 4)"),
+        screen[23].contains("reconnecting in 3.")
+            && screen[23].contains("(attempt 4: connection closed)"),
         "{}",
         screen[23]
     );
@@ -194,4 +199,22 @@ fn hostile_text_never_reaches_the_buffer_raw() {
         screen.contains('␛'),
         "escapes are shown as placeholders: {screen}"
     );
+}
+
+#[test]
+fn readme_lists_every_key_and_command() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    for (keys, _) in crate::view::KEYS {
+        assert!(
+            readme.contains(&format!("| {keys} |")),
+            "README.md lacks the key row `{keys}`"
+        );
+    }
+    for (cmd, _, _) in crate::commands::COMMANDS {
+        assert!(
+            readme.contains(&format!("`{cmd}")),
+            "README.md lacks the command {cmd}"
+        );
+    }
 }
