@@ -96,6 +96,8 @@ pub struct App {
     pub notice: Option<String>,
     /// Rows scrolled up from the bottom of the focused room (0: following new messages).
     pub scroll: usize,
+    /// The message area's size (columns, rows) at the last draw, for exact scrolling.
+    pub viewport: (usize, usize),
     id_prefix: String,
     next_id: u64,
     typing_sent: Option<(String, Instant)>,
@@ -135,6 +137,7 @@ impl App {
             show_help: false,
             notice: None,
             scroll: 0,
+            viewport: (80, 20),
             id_prefix,
             next_id: 0,
             typing_sent: None,
@@ -305,17 +308,24 @@ impl App {
         vec![]
     }
 
-    /// Rows to scroll so the first unread message is in view is the view's business; the model
-    /// only says where it is, by marking the scroll as "to unread".
+    /// Scrolls so the first message after the read position (the "new since you last read"
+    /// line) is at the top of the screen.
     fn jump_to_unread(&mut self) {
         let Some(focus) = self.focus.clone() else {
             return;
         };
         let room = &self.rooms[&focus];
-        match room.first_unread() {
+        let target = room
+            .marker
+            .map(|m| m + 1)
+            .filter(|s| room.messages.range(s..).next().is_some())
+            .or_else(|| room.first_unread());
+        match target.and_then(|s| room.messages.range(s..).next().map(|(k, _)| *k)) {
             Some(seq) => {
-                let below = room.messages.range(seq..).count();
-                self.scroll = below.saturating_sub(1) * 2;
+                let me = self.me.clone().unwrap_or_default();
+                let (cols, rows) = self.viewport;
+                // The rows counted include the unread line drawn above that message.
+                self.scroll = crate::view::scroll_to(room, &me, seq, cols, rows);
             }
             None => self.notice("no unread messages here"),
         }

@@ -293,6 +293,9 @@ async fn ui_loop(
     let mut dirty = true;
     loop {
         if dirty {
+            let area = terminal.get_frame().area();
+            let m = view::messages_area(area, app);
+            app.viewport = (m.width as usize, m.height as usize);
             terminal.draw(|f| view::draw(f, app))?;
             dirty = false;
         }

@@ -238,13 +238,15 @@ fn day_line(ts: i64, cols: usize) -> Line<'static> {
     Line::from(format!("{}{day}{}", "─".repeat(side), "─".repeat(side))).dark_gray()
 }
 
-fn draw_messages(f: &mut Frame, app: &App, r: &Room, area: Rect) {
-    let cols = area.width as usize;
-    let height = area.height as usize;
-    let me = app.me.as_deref().unwrap_or_default();
-    let need = height + app.scroll;
-    // Built bottom-up and reversed: pending lines last, then messages newest first, stopping as
-    // soon as the screen (plus the scroll offset) is full.
+/// The room's rows from the bottom up (pending lines, then messages newest first with their day
+/// separators and the unread line), until `enough` says to stop. Drawing and the jump to the
+/// first unread message count rows with this one function, so they always agree.
+fn rows_bottom_up(
+    r: &Room,
+    me: &str,
+    cols: usize,
+    mut enough: impl FnMut(usize, u64) -> bool,
+) -> Vec<Line<'static>> {
     let mut rows: Vec<Line<'static>> = Vec::new();
     for p in r.pending.iter().rev() {
         let (tag, style) = match &p.state {
@@ -260,7 +262,7 @@ fn draw_messages(f: &mut Frame, app: &App, r: &Room, area: Rect) {
     }
     let mut iter = r.messages.values().rev().peekable();
     while let Some(m) = iter.next() {
-        if rows.len() >= need {
+        if enough(rows.len(), m.seq) {
             break;
         }
         for row in message_rows(r, m, me, cols).into_iter().rev() {
@@ -278,6 +280,45 @@ fn draw_messages(f: &mut Frame, app: &App, r: &Room, area: Rect) {
             rows.push(day_line(m.ts, cols));
         }
     }
+    rows
+}
+
+/// Where the messages go on a screen of `area`: the model keeps this to scroll exactly.
+pub fn messages_area(area: Rect, app: &App) -> Rect {
+    let [main, _status] = Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(area);
+    let show_members = app.show_members && main.width >= 70;
+    let side = if main.width >= 50 { ROOMS_WIDTH } else { 0 };
+    let [_, center, _] = Layout::horizontal([
+        Constraint::Length(side),
+        Constraint::Min(20),
+        Constraint::Length(if show_members { MEMBERS_WIDTH } else { 0 }),
+    ])
+    .areas(main);
+    let input_rows = app.editor.text().split('\n').count().clamp(1, 5) as u16;
+    let [_, body, _, _, _] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(1),
+        Constraint::Length(1),
+        Constraint::Length(u16::from(app.notice.is_some())),
+        Constraint::Length(input_rows),
+    ])
+    .areas(center);
+    body
+}
+
+/// The scroll offset (rows up from the bottom) that puts the message `seq`'s first row at the
+/// top of a `cols` x `height` message area, or 0 if it is visible at the bottom already.
+pub fn scroll_to(r: &Room, me: &str, seq: u64, cols: usize, height: usize) -> usize {
+    let rows = rows_bottom_up(r, me, cols, |_, s| s < seq);
+    rows.len().saturating_sub(height)
+}
+
+fn draw_messages(f: &mut Frame, app: &App, r: &Room, area: Rect) {
+    let cols = area.width as usize;
+    let height = area.height as usize;
+    let me = app.me.as_deref().unwrap_or_default();
+    let need = height + app.scroll;
+    let rows = rows_bottom_up(r, me, cols, |n, _| n >= need);
     let scroll = app.scroll.min(rows.len().saturating_sub(height));
     let visible: Vec<Line> = rows.into_iter().skip(scroll).take(height).rev().collect();
     let pad = height.saturating_sub(visible.len());

@@ -218,3 +218,29 @@ fn readme_lists_every_key_and_command() {
         );
     }
 }
+
+#[test]
+fn alt_u_puts_the_first_unread_message_at_the_top() {
+    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    let many: Vec<(String, String)> = (0..80)
+        .map(|i| ("bob".to_owned(), format!("line {i}")))
+        .collect();
+    let mut a = app_with(many.iter().map(|(f, b)| (f.as_str(), b.as_str())).collect());
+    // alice had read up to seq 30 (line 29) when she brought the room on screen.
+    a.rooms.get_mut("lobby").expect("room").marker = Some(30);
+    let area = ratatui::layout::Rect::new(0, 0, 80, 24);
+    let m = crate::view::messages_area(area, &a);
+    a.viewport = (m.width as usize, m.height as usize);
+    a.update(Event::Key(KeyEvent::new(
+        KeyCode::Char('u'),
+        KeyModifiers::ALT,
+    )));
+    assert!(a.scroll > 0);
+    let screen = render(&a, 80, 24);
+    let top = screen
+        .iter()
+        .position(|r| r.contains("new since you last read"))
+        .expect("the unread line is on screen");
+    assert_eq!(top, 1, "right under the topic:\n{}", screen.join("\n"));
+    assert!(screen[2].contains("line 30"), "{}", screen.join("\n"));
+}
