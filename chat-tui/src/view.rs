@@ -383,6 +383,10 @@ fn draw_members(f: &mut Frame, app: &App, area: Rect) {
 }
 
 fn draw_input(f: &mut Frame, app: &App, area: Rect) {
+    // A terminal too small to leave the input a row: nothing to draw, no cursor to place.
+    if area.height == 0 || area.width == 0 {
+        return;
+    }
     let text = app.editor.text();
     let lines: Vec<&str> = text.split('\n').collect();
     let before = &text[..app.editor.cursor()];

@@ -244,3 +244,22 @@ fn alt_u_puts_the_first_unread_message_at_the_top() {
     assert_eq!(top, 1, "right under the topic:\n{}", screen.join("\n"));
     assert!(screen[2].contains("line 30"), "{}", screen.join("\n"));
 }
+
+#[test]
+fn tiny_and_odd_terminal_sizes_never_panic() {
+    let mut a = app_with(vec![(
+        "bob",
+        "hello 日本語 👩‍💻 and a long line that wraps a lot",
+    )]);
+    a.editor.insert("two\nlines");
+    a.notice = Some("a notice".into());
+    for w in 1..=30 {
+        for h in 1..=8 {
+            render(&a, w, h);
+        }
+    }
+    a.show_help = true;
+    for (w, h) in [(1, 1), (10, 3), (30, 5)] {
+        render(&a, w, h);
+    }
+}
