@@ -8,6 +8,7 @@ mod cmd;
 pub mod config;
 mod connection;
 mod handshake;
+pub mod hasher;
 pub mod hub;
 pub mod outbox;
 pub mod rate;

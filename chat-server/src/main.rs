@@ -10,6 +10,12 @@ use chat_server::store::sqlite::SqliteStore;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: glibc keeps what a thread freed in that thread's arena
+/// (measured: 10 registrations, argon2's 19 MiB each, left 58 MB per hashing thread), while
+/// mimalloc returns large freed blocks to the OS.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -19,8 +25,11 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Blocking work is a few store reads at a time (the store bounds them); a small pool keeps
+    // a burst from leaving hundreds of idle threads behind.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(16)
         .build()
     {
         Ok(rt) => rt,

@@ -22,8 +22,8 @@ pub struct Ctx {
     pub store: Arc<dyn Store>,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
-    /// Bounds concurrent argon2 work: password hashing is slow on purpose.
-    pub hashing: Semaphore,
+    /// Password hashing: two threads and a bounded queue (argon2 is slow and large on purpose).
+    pub hasher: crate::hasher::Hasher,
     /// Shutdown step 1: readers stop taking frames.
     pub stop_reading: CancellationToken,
     /// Shutdown step 2: writers flush what is queued and close with 1001.
@@ -51,7 +51,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> std::io::Result<Run
     }));
     let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new(hub.clone()));
     let ctx = Arc::new(Ctx {
-        hashing: Semaphore::new(2),
+        hasher: crate::hasher::Hasher::new(2, 256)?,
         config,
         store,
         hub,

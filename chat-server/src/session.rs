@@ -20,6 +20,8 @@ pub struct Fail {
     pub code: ErrorCode,
     pub message: String,
     pub room: Option<String>,
+    /// Only with `rate_limited`.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Fail {
@@ -28,6 +30,7 @@ impl Fail {
             code,
             message: message.into(),
             room: None,
+            retry_after_ms: None,
         }
     }
 
@@ -109,7 +112,7 @@ impl Session {
             code: fail.code,
             message: fail.message,
             room: fail.room,
-            retry_after_ms: None,
+            retry_after_ms: fail.retry_after_ms,
         });
     }
 

@@ -10,6 +10,9 @@ use crate::broker::Event;
 use crate::config::Registration;
 use crate::session::{Authed, Fail, Outcome, Session};
 
+/// What `rate_limited` tells a client to wait when the hashing queue is full.
+const HASH_RETRY_MS: u64 = 1000;
+
 impl Session {
     /// The first frame: pick a version, maybe authenticate with the token it carries.
     pub(crate) async fn hello(&mut self, versions: Vec<u32>, token: Option<String>) {
@@ -90,21 +93,18 @@ impl Session {
         }
     }
 
-    /// Runs a password hash off the async threads, at most a few at a time: argon2 is slow on
-    /// purpose, and a login flood must not take every core.
+    /// Runs a password hash on the hashing threads (see `hasher.rs`). A full queue means a
+    /// server-wide login flood: the client is told to retry, like any rate limit.
     async fn hashing<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Fail> {
-        let _permit = self
-            .ctx
-            .hashing
-            .acquire()
-            .await
-            .map_err(|_| Fail::new(ErrorCode::Unavailable, "the server is shutting down"))?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|_| Fail::new(ErrorCode::Internal, "password hashing failed"))
+        self.ctx.hasher.run(f).await.ok_or_else(|| Fail {
+            code: ErrorCode::RateLimited,
+            message: "the server is busy with other logins; try again shortly".into(),
+            room: None,
+            retry_after_ms: Some(HASH_RETRY_MS),
+        })
     }
 
     async fn issue_token(&mut self, user: &str) -> Outcome {

@@ -88,6 +88,10 @@ struct Inner {
     jobs: mpsc::Sender<Job>,
     /// Idle read connections. A std Mutex: held only to push or pop, never across `.await`.
     readers: Mutex<Vec<Connection>>,
+    /// At most `READ_POOL` reads at once: a burst waits for a connection instead of opening one
+    /// per request (each with its own page cache, on its own thread: measured, 100 concurrent
+    /// logins left hundreds of MB behind).
+    read_slots: tokio::sync::Semaphore,
 }
 
 fn kind_str(k: RoomKind) -> &'static str {
@@ -180,6 +184,7 @@ impl SqliteStore {
                 path: path.to_owned(),
                 jobs,
                 readers: Mutex::new(Vec::new()),
+                read_slots: tokio::sync::Semaphore::new(READ_POOL),
             }),
         })
     }
@@ -216,6 +221,12 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        let _slot = self
+            .inner
+            .read_slots
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let pooled = inner.readers.lock().map(|mut p| p.pop()).unwrap_or(None);

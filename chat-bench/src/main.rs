@@ -1,0 +1,180 @@
+//! chat-bench: load for chat-server, measured from the client side. See docs/benchmarks.md.
+
+mod load;
+mod net;
+mod sys;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// Load generator for chat-server; with --raw, for bare WebSocket relays.
+#[derive(Debug, Parser)]
+#[command(name = "chat-bench", version, about)]
+struct Cli {
+    /// WebSocket URL (an IP address: connections are spread over 127.0.0.x sources).
+    #[arg(long, default_value = "ws://127.0.0.1:7878/ws")]
+    url: String,
+    /// Speak no protocol: send marked text frames and count them (for the bare relays).
+    #[arg(long)]
+    raw: bool,
+    /// Connections, all in one room.
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    /// How many of them send.
+    #[arg(long, default_value_t = 10)]
+    senders: usize,
+    /// Messages per second per sender; 0 sends flat out within --window.
+    #[arg(long, default_value_t = 50)]
+    rate: u32,
+    /// Unacknowledged messages a flat-out sender keeps in flight (protocol mode).
+    #[arg(long, default_value_t = 64)]
+    window: i64,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 64)]
+    body: usize,
+    /// Seconds measured (after the warm-up).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Distinct users the connections log in as (round robin); registered once.
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    /// 127.0.0.x source addresses to spread connections over.
+    #[arg(long, default_value_t = 4)]
+    sources: usize,
+    /// Room to use.
+    #[arg(long, default_value = "bench")]
+    room: String,
+    /// The server's pid, to report its RSS and CPU.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// A label for this run in the output.
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Print the result as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let fd_limit = sys::raise_fd_limit();
+    if cli.clients as u64 + 100 > fd_limit {
+        anyhow::bail!(
+            "{} connections need more file descriptors than this process may open ({fd_limit})",
+            cli.clients
+        );
+    }
+    let mut tokens = Vec::new();
+    if !cli.raw {
+        let users = cli.users.clamp(1, cli.clients.max(1));
+        let mut set = tokio::task::JoinSet::new();
+        let sem = Arc::new(tokio::sync::Semaphore::new(4));
+        for u in 0..users {
+            let (url, sem) = (cli.url.clone(), sem.clone());
+            set.spawn(async move {
+                let _p = sem.acquire().await;
+                net::token(&url, &format!("bench{u}"), "bench password").await
+            });
+        }
+        while let Some(t) = set.join_next().await {
+            tokens
+                .push(t?.context("getting a token (does the server run with --rate-per-sec 0?)")?);
+        }
+    }
+    let plan = Arc::new(load::Plan {
+        url: cli.url.clone(),
+        raw: cli.raw,
+        clients: cli.clients,
+        senders: cli.senders.min(cli.clients),
+        rate: cli.rate,
+        window: cli.window.max(1),
+        body: cli.body,
+        warmup: Duration::from_secs(cli.warmup),
+        duration: Duration::from_secs(cli.duration.max(1)),
+        sources: cli.sources,
+        room: cli.room.clone(),
+        tokens,
+    });
+    let stats = Arc::new(load::Stats::default());
+    let self_pid = std::process::id();
+    let cpu0 = (
+        sys::cpu_secs(self_pid),
+        cli.server_pid.and_then(sys::cpu_secs),
+    );
+    let outcome = load::run(plan.clone(), stats.clone()).await?;
+    let cpu1 = (
+        sys::cpu_secs(self_pid),
+        cli.server_pid.and_then(sys::cpu_secs),
+    );
+    let secs = outcome.measured_secs;
+    let sent = stats.sent.load(Ordering::Relaxed);
+    let delivered = stats.delivered.load(Ordering::Relaxed);
+    let expected = sent * outcome.receivers_per_message;
+    let hist = stats
+        .latency
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let q = |p: f64| {
+        hist.as_ref()
+            .map_or(0.0, |h| h.value_at_quantile(p) as f64 / 1000.0)
+    };
+    let elapsed = secs + outcome.connect_secs + 2.0 + cli.warmup as f64;
+    let cpu = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| (b - a) / elapsed * 100.0);
+    let result = serde_json::json!({
+        "label": cli.label,
+        "mode": if cli.raw { "raw" } else { "protocol" },
+        "clients": cli.clients,
+        "senders": plan.senders,
+        "rate_per_sender": cli.rate,
+        "body_bytes": cli.body,
+        "connect_per_sec": (cli.clients as f64 / outcome.connect_secs).round(),
+        "sent_per_sec": (sent as f64 / secs).round(),
+        "acked_per_sec": (stats.acked.load(Ordering::Relaxed) as f64 / (secs + cli.warmup as f64 + 2.0)).round(),
+        "delivered_per_sec": (delivered as f64 / secs).round(),
+        "completion_pct": if expected > 0 { (delivered as f64 / expected as f64 * 1000.0).round() / 10.0 } else { 0.0 },
+        "latency_ms": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": hist.as_ref().map_or(0.0, |h| h.max() as f64 / 1000.0)},
+        "errors": stats.errors.load(Ordering::Relaxed),
+        "disconnects": stats.disconnects.load(Ordering::Relaxed),
+        "bench_cpu_pct": cpu(cpu0.0, cpu1.0),
+        "server_cpu_pct": cpu(cpu0.1, cpu1.1),
+        "server_rss_kib": cli.server_pid.and_then(sys::rss_kib),
+        "bench_rss_kib": sys::rss_kib(self_pid),
+    });
+    if cli.json {
+        println!("{result}");
+    } else {
+        let l = &result["latency_ms"];
+        println!(
+            "{:<12} {:>6} clients {:>3} senders | sent {:>8}/s delivered {:>9}/s ({}%) | p50 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} ms | errors {} disconnects {} | cpu bench {:.0}% server {:.0}% | rss server {} KiB",
+            if cli.label.is_empty() {
+                result["mode"].as_str().unwrap_or_default()
+            } else {
+                &cli.label
+            },
+            cli.clients,
+            plan.senders,
+            result["sent_per_sec"],
+            result["delivered_per_sec"],
+            result["completion_pct"],
+            l["p50"].as_f64().unwrap_or(0.0),
+            l["p99"].as_f64().unwrap_or(0.0),
+            l["p999"].as_f64().unwrap_or(0.0),
+            l["max"].as_f64().unwrap_or(0.0),
+            result["errors"],
+            result["disconnects"],
+            result["bench_cpu_pct"].as_f64().unwrap_or(0.0),
+            result["server_cpu_pct"].as_f64().unwrap_or(0.0),
+            result["server_rss_kib"],
+        );
+    }
+    Ok(())
+}

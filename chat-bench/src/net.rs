@@ -1,0 +1,115 @@
+//! Connections: spread over several 127.0.0.x source addresses (one address has ~28k ephemeral
+//! ports), with small tungstenite buffers so the generator stays cheap beside the server.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use anyhow::Context;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpSocket;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+pub type Ws = WebSocketStream<tokio::net::TcpStream>;
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(4096)
+        .max_write_buffer_size(1 << 20)
+}
+
+/// Opens a WebSocket to `url` from source address 127.0.0.`1 + n % sources`.
+pub async fn connect(
+    url: &str,
+    n: usize,
+    sources: usize,
+    bearer: Option<&str>,
+) -> anyhow::Result<Ws> {
+    let mut req = url.into_client_request()?;
+    if let Some(t) = bearer {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse()?);
+    }
+    let host = req.uri().host().context("url host")?.to_owned();
+    let port = req.uri().port_u16().unwrap_or(80);
+    let server: SocketAddr = format!("{host}:{port}")
+        .parse()
+        .context("the server must be an IP address")?;
+    let socket = TcpSocket::new_v4()?;
+    let src = Ipv4Addr::new(127, 0, 0, 1 + (n % sources.max(1)) as u8);
+    socket.bind(SocketAddr::new(IpAddr::V4(src), 0))?;
+    let tcp = socket
+        .connect(server)
+        .await
+        .with_context(|| format!("connecting from {src}"))?;
+    tcp.set_nodelay(true)?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(ws_config())).await?;
+    Ok(ws)
+}
+
+pub async fn send_json(ws: &mut Ws, v: serde_json::Value) -> anyhow::Result<()> {
+    ws.send(Message::Text(Utf8Bytes::from(v.to_string())))
+        .await?;
+    Ok(())
+}
+
+/// The next text frame as JSON (skipping pings), or an error on close.
+pub async fn recv_json(ws: &mut Ws) -> anyhow::Result<serde_json::Value> {
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(30), ws.next()).await {
+            Err(_) => anyhow::bail!("no frame within 30 s"),
+            Ok(None) => anyhow::bail!("connection closed"),
+            Ok(Some(Err(e))) => return Err(e.into()),
+            Ok(Some(Ok(Message::Text(t)))) => return Ok(serde_json::from_str(&t)?),
+            Ok(Some(Ok(Message::Close(f)))) => anyhow::bail!("closed by the server: {f:?}"),
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// Waits for a frame of type `t`; an `error` frame is an error.
+pub async fn expect(ws: &mut Ws, t: &str) -> anyhow::Result<serde_json::Value> {
+    loop {
+        let v = recv_json(ws).await?;
+        if v["type"] == t {
+            return Ok(v);
+        }
+        if v["type"] == "error" {
+            anyhow::bail!("{}: {}", v["code"], v["message"]);
+        }
+    }
+}
+
+/// A token for `user`: registered if new, else logged in.
+pub async fn token(url: &str, user: &str, password: &str) -> anyhow::Result<String> {
+    let mut ws = connect(url, 0, 1, None).await?;
+    send_json(&mut ws, serde_json::json!({"type":"hello","versions":[1]})).await?;
+    expect(&mut ws, "welcome").await?;
+    send_json(
+        &mut ws,
+        serde_json::json!({"type":"register","username":user,"password":password}),
+    )
+    .await?;
+    let v = loop {
+        let v = recv_json(&mut ws).await?;
+        if v["type"] == "auth_ok" || v["type"] == "error" {
+            break v;
+        }
+    };
+    let v = if v["code"] == "username_taken" {
+        send_json(
+            &mut ws,
+            serde_json::json!({"type":"login","username":user,"password":password}),
+        )
+        .await?;
+        expect(&mut ws, "auth_ok").await?
+    } else if v["type"] == "error" {
+        anyhow::bail!("register {user}: {}", v["message"]);
+    } else {
+        v
+    };
+    let _ = ws.close(None).await;
+    v["token"].as_str().map(str::to_owned).context("no token")
+}
