@@ -4,7 +4,10 @@
 //! their hubs the same way. Presence and typing stay node-local in the hub for now: they are
 //! computed under the room's lock, which is what keeps their diffs in order.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -19,6 +22,12 @@ pub enum Event {
         room: Arc<str>,
         seq: Option<u64>,
         frame: Utf8Bytes,
+    },
+    /// A run of messages of one room, ascending seqs: each live recipient gets the run as one
+    /// queue item (one wakeup, one write), minus what its seq floor says it has.
+    Messages {
+        room: Arc<str>,
+        items: Vec<(u64, Utf8Bytes)>,
     },
     /// A frame for every connection of `user`.
     User { user: Arc<str>, frame: Utf8Bytes },
@@ -39,19 +48,106 @@ pub trait Broker: Send + Sync + 'static {
     fn publish(&self, event: Event);
 }
 
-/// The single-node broker: delivery is a direct call into the hub.
+/// The single-node broker. Publishing appends to one FIFO and wakes a dispatcher task, which
+/// takes everything queued and hands it to the hub, runs of messages of a room as one event.
+/// That batching is what holds a big room at high rates: at 1,000 messages/s into 1,000 members,
+/// one wakeup and one write per connection per message kept both cores busy (measured), while
+/// a run costs one per run. It also keeps fan-out off the SQLite writer thread. Per room, order
+/// is the order of publication.
 pub struct LocalBroker {
+    inner: Arc<Queue>,
+}
+
+struct Queue {
+    /// std Mutex: held to push or to take the whole queue, never across `.await`. Not bounded
+    /// by itself: publishers are the store's completions (bounded by the store's queue) and
+    /// the dispatcher only does non-blocking `try_send`s, so it keeps up.
+    events: Mutex<Vec<Event>>,
+    /// Held while taking and delivering a batch, so two deliverers never reorder each other.
+    dispatching: Mutex<()>,
     hub: Arc<Hub>,
+    wake: Notify,
+}
+
+impl Queue {
+    /// Takes everything queued (plus `then`) and delivers it, in order.
+    fn drain(&self, then: Option<Event>) {
+        let _one_at_a_time = self.dispatching.lock().unwrap_or_else(|p| p.into_inner());
+        let mut events =
+            std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()));
+        events.extend(then);
+        dispatch_all(&self.hub, events);
+    }
 }
 
 impl LocalBroker {
+    /// Starts the dispatcher on the current tokio runtime.
     pub fn new(hub: Arc<Hub>) -> Self {
-        Self { hub }
+        let inner = Arc::new(Queue {
+            events: Mutex::new(Vec::new()),
+            dispatching: Mutex::new(()),
+            hub,
+            wake: Notify::new(),
+        });
+        let queue = inner.clone();
+        tokio::spawn(async move {
+            loop {
+                queue.wake.notified().await;
+                queue.drain(None);
+            }
+        });
+        Self { inner }
+    }
+}
+
+/// Delivers `events` in order, merging consecutive messages of a room into one run.
+fn dispatch_all(hub: &Hub, events: Vec<Event>) {
+    let mut runs: HashMap<Arc<str>, Vec<(u64, Utf8Bytes)>> = HashMap::new();
+    for event in events {
+        match event {
+            Event::Room {
+                room,
+                seq: Some(seq),
+                frame,
+            } => runs.entry(room).or_default().push((seq, frame)),
+            other => {
+                // Anything else about a room goes out after the messages published before it.
+                let room = match &other {
+                    Event::Room { room, .. }
+                    | Event::Left { room, .. }
+                    | Event::Messages { room, .. } => Some(room.clone()),
+                    _ => None,
+                };
+                if let Some(items) = room.and_then(|r| runs.remove_entry(&r)) {
+                    hub.dispatch(Event::Messages {
+                        room: items.0,
+                        items: items.1,
+                    });
+                }
+                hub.dispatch(other);
+            }
+        }
+    }
+    for (room, items) in runs {
+        hub.dispatch(Event::Messages { room, items });
     }
 }
 
 impl Broker for LocalBroker {
     fn publish(&self, event: Event) {
-        self.hub.dispatch(event);
+        match event {
+            // Messages wait for the dispatcher, which batches them.
+            Event::Room { seq: Some(_), .. } => {
+                self.inner
+                    .events
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(event);
+                self.inner.wake.notify_one();
+            }
+            // Anything else is rare and answered right after (a topic before its `ok`): deliver
+            // it now, after what is queued.
+            other => self.inner.drain(Some(other)),
+        }
     }
 }

@@ -16,11 +16,11 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::auth::token_hash;
 use crate::handshake;
-use crate::outbox::{Outbox, OutboxReceiver};
+use crate::outbox::{Out, Outbox, OutboxReceiver};
 use crate::server::Ctx;
 use crate::session::Session;
 
@@ -235,8 +235,10 @@ async fn write_loop(
     // Say goodbye: flush what is already queued (acks, the error that explains the close), then
     // the close frame, all within a grace period so a client that reads nothing cannot hold us.
     let goodbye = async {
-        while let Ok(frame) = orx.rx.try_recv() {
-            sink.feed(Message::Text(frame)).await?;
+        while let Ok(out) = orx.rx.try_recv() {
+            for frame in out.frames() {
+                sink.feed(Message::Text(frame.clone())).await?;
+            }
         }
         sink.send(Message::Close(Some(CloseFrame {
             code: CloseCode::from(code),
@@ -252,15 +254,21 @@ async fn write_loop(
 /// Writes `first` and whatever else is queued, then flushes once.
 async fn write_batch(
     sink: &mut Sink,
-    rx: &mut tokio::sync::mpsc::Receiver<Utf8Bytes>,
-    first: Utf8Bytes,
+    rx: &mut tokio::sync::mpsc::Receiver<Out>,
+    first: Out,
 ) -> Result<(), WsError> {
-    sink.feed(Message::Text(first)).await?;
-    for _ in 1..MAX_BATCH {
-        match rx.try_recv() {
-            Ok(frame) => sink.feed(Message::Text(frame)).await?,
-            Err(_) => break,
+    let mut next = Some(first);
+    let mut items = 0;
+    while let Some(out) = next {
+        for frame in out.frames() {
+            sink.feed(Message::Text(frame.clone())).await?;
         }
+        items += 1;
+        next = if items < MAX_BATCH {
+            rx.try_recv().ok()
+        } else {
+            None
+        };
     }
     sink.flush().await
 }

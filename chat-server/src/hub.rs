@@ -160,6 +160,52 @@ impl Room {
         }
     }
 
+    /// Delivers a run of messages (ascending seqs): to a live subscriber as one shared item,
+    /// trimmed by its seq floor; to a joining one into its held frames.
+    fn deliver_messages(
+        &mut self,
+        items: &[(u64, Utf8Bytes)],
+        all: &Arc<[Utf8Bytes]>,
+        max_held: usize,
+    ) {
+        let (Some(first), Some(last)) = (items.first().map(|i| i.0), items.last().map(|i| i.0))
+        else {
+            return;
+        };
+        for sub in self.subs.values_mut() {
+            if last <= sub.floor {
+                continue;
+            }
+            if let Some(held) = &mut sub.held {
+                for (seq, frame) in items.iter().filter(|(s, _)| *s > sub.floor) {
+                    if held.len() >= max_held {
+                        sub.outbox.kick(
+                            chat_proto::close::SLOW_CONSUMER,
+                            "too much traffic while joining",
+                        );
+                        break;
+                    }
+                    held.push(Held {
+                        seq: Some(*seq),
+                        frame: frame.clone(),
+                    });
+                }
+                continue;
+            }
+            if first > sub.floor {
+                sub.outbox.push_many(all.clone());
+            } else {
+                let rest: Arc<[Utf8Bytes]> = items
+                    .iter()
+                    .filter(|(s, _)| *s > sub.floor)
+                    .map(|(_, f)| f.clone())
+                    .collect();
+                sub.outbox.push_many(rest);
+            }
+            sub.floor = last;
+        }
+    }
+
     fn presence(
         &mut self,
         room: &str,
@@ -482,6 +528,12 @@ impl Hub {
                     lock(&r).deliver(seq, &frame, None, None, self.config.max_held);
                 }
             }
+            Event::Messages { room, items } => {
+                if let Some(r) = self.room(&room) {
+                    let all: Arc<[Utf8Bytes]> = items.iter().map(|(_, f)| f.clone()).collect();
+                    lock(&r).deliver_messages(&items, &all, self.config.max_held);
+                }
+            }
             Event::User { user, frame } => {
                 for outbox in self.outboxes_of(&user) {
                     outbox.push(frame.clone());
@@ -585,8 +637,10 @@ mod tests {
 
     fn drain(rx: &mut OutboxReceiver) -> Vec<serde_json::Value> {
         let mut v = Vec::new();
-        while let Ok(f) = rx.rx.try_recv() {
-            v.push(serde_json::from_str(&f).expect("json"));
+        while let Ok(out) = rx.rx.try_recv() {
+            for f in out.frames() {
+                v.push(serde_json::from_str(f).expect("json"));
+            }
         }
         v
     }
@@ -632,6 +686,48 @@ mod tests {
             vec![Some(6)],
             "and each seq once, even if published twice"
         );
+    }
+
+    fn run(seqs: std::ops::RangeInclusive<u64>) -> Event {
+        Event::Messages {
+            room: "r".into(),
+            items: seqs
+                .map(|s| (s, format!(r#"{{"type":"message","seq":{s}}}"#).into()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_run_of_messages_is_one_item_trimmed_by_each_floor() {
+        let h = hub();
+        let (a, mut arx) = conn(&h, "alice");
+        h.subscribe("r", &a);
+        h.go_live("r", a.id, 3);
+        let (b, mut brx) = conn(&h, "bob");
+        h.subscribe("r", &b);
+        drain(&mut arx);
+        h.dispatch(run(2..=6));
+        // alice had up to 3: she gets 4..=6 as one queue item.
+        let item = arx.rx.try_recv().expect("one item");
+        let seqs: Vec<u64> = item
+            .frames()
+            .iter()
+            .map(|f| {
+                serde_json::from_str::<serde_json::Value>(f).expect("json")["seq"]
+                    .as_u64()
+                    .expect("seq")
+            })
+            .collect();
+        assert_eq!(seqs, vec![4, 5, 6]);
+        assert!(arx.rx.try_recv().is_err(), "one wakeup for the run");
+        // bob is joining: held, then released above his snapshot.
+        assert!(drain(&mut brx).is_empty());
+        h.go_live("r", b.id, 4);
+        let got: Vec<_> = drain(&mut brx).iter().map(|v| v["seq"].as_u64()).collect();
+        assert_eq!(got, vec![Some(5), Some(6)]);
+        // A run already delivered is not delivered again.
+        h.dispatch(run(5..=6));
+        assert!(drain(&mut arx).is_empty() && drain(&mut brx).is_empty());
     }
 
     #[test]

@@ -8,11 +8,27 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
+/// What goes to a client: one frame, or a run of messages whose bytes every recipient shares.
+#[derive(Debug, Clone)]
+pub enum Out {
+    One(Utf8Bytes),
+    Many(std::sync::Arc<[Utf8Bytes]>),
+}
+
+impl Out {
+    pub fn frames(&self) -> &[Utf8Bytes] {
+        match self {
+            Out::One(f) => std::slice::from_ref(f),
+            Out::Many(fs) => fs,
+        }
+    }
+}
+
 /// One client's outbound queue and kill switch.
 pub struct Outbox {
     /// Bounded: a client that stops reading fills it, and is then disconnected rather than
     /// allowed to grow the server's memory.
-    tx: mpsc::Sender<Utf8Bytes>,
+    tx: mpsc::Sender<Out>,
     /// Cancelled when the connection must close now, without draining the queue.
     kick: CancellationToken,
     /// The close code and reason of the first kick; later kicks don't override it.
@@ -21,7 +37,7 @@ pub struct Outbox {
 
 /// What the writer task needs: the receiving end and the kick signal.
 pub struct OutboxReceiver {
-    pub rx: mpsc::Receiver<Utf8Bytes>,
+    pub rx: mpsc::Receiver<Out>,
     pub kick: CancellationToken,
 }
 
@@ -42,7 +58,16 @@ impl Outbox {
     /// Queues a frame without waiting. A full queue means the client stopped reading: it is
     /// disconnected with 4008 and the frame is dropped (it will catch up with `since_seq`).
     pub fn push(&self, frame: Utf8Bytes) -> bool {
-        match self.tx.try_send(frame) {
+        self.push_out(Out::One(frame))
+    }
+
+    /// Queues a run of messages as one item: one wakeup and one write for the whole run.
+    pub fn push_many(&self, frames: std::sync::Arc<[Utf8Bytes]>) -> bool {
+        self.push_out(Out::Many(frames))
+    }
+
+    fn push_out(&self, out: Out) -> bool {
+        match self.tx.try_send(out) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.kick(chat_proto::close::SLOW_CONSUMER, "outbound queue full");
@@ -95,6 +120,13 @@ mod tests {
             out.close_reason().map(|c| c.0),
             Some(chat_proto::close::SLOW_CONSUMER)
         );
-        assert_eq!(rx.rx.try_recv().ok().as_deref(), Some("a"));
+        assert_eq!(
+            rx.rx
+                .try_recv()
+                .ok()
+                .map(|o| o.frames()[0].to_string())
+                .as_deref(),
+            Some("a")
+        );
     }
 }
