@@ -89,7 +89,16 @@ async fn main() -> anyhow::Result<()> {
                 .push(t?.context("getting a token (does the server run with --rate-per-sec 0?)")?);
         }
     }
+    // The server keeps each (user, id) once: every run needs ids of its own.
+    let run_id = format!(
+        "b{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    );
     let plan = Arc::new(load::Plan {
+        run_id,
         url: cli.url.clone(),
         raw: cli.raw,
         clients: cli.clients,
