@@ -33,7 +33,19 @@ pub struct Plan {
     pub duration: Duration,
     pub sources: usize,
     pub room: String,
+    /// Connections are spread over this many rooms (connection n joins room n % rooms).
+    pub rooms: usize,
     pub tokens: Vec<String>,
+}
+
+impl Plan {
+    fn room_of(&self, n: usize) -> String {
+        if self.rooms <= 1 {
+            self.room.clone()
+        } else {
+            format!("{}-{}", self.room, n % self.rooms)
+        }
+    }
 }
 
 #[derive(Default)]
@@ -76,7 +88,11 @@ async fn setup(plan: &Plan, n: usize) -> anyhow::Result<Ws> {
     let mut ws = net::connect(&plan.url, n, plan.sources, Some(token)).await?;
     net::send_json(&mut ws, serde_json::json!({"type":"hello","versions":[1]})).await?;
     net::expect(&mut ws, "welcome").await?;
-    net::send_json(&mut ws, serde_json::json!({"type":"join","room":plan.room})).await?;
+    net::send_json(
+        &mut ws,
+        serde_json::json!({"type":"join","room":plan.room_of(n)}),
+    )
+    .await?;
     net::expect(&mut ws, "joined").await?;
     Ok(ws)
 }
@@ -88,31 +104,35 @@ pub struct Outcome {
 }
 
 /// Connects everyone, runs the load, drains, and fills `stats`.
-/// Creates the room (it may be there from an earlier run) before anyone joins it.
-async fn create_room(plan: &Plan) -> anyhow::Result<()> {
+/// Creates the rooms (they may be there from an earlier run) before anyone joins them.
+async fn create_rooms(plan: &Plan) -> anyhow::Result<()> {
     let mut ws = net::connect(&plan.url, 0, 1, Some(&plan.tokens[0])).await?;
     net::send_json(&mut ws, serde_json::json!({"type":"hello","versions":[1]})).await?;
     net::expect(&mut ws, "welcome").await?;
-    net::send_json(
-        &mut ws,
-        serde_json::json!({"type":"create_room","room":plan.room}),
-    )
-    .await?;
-    loop {
+    let rooms = plan.rooms.max(1);
+    for r in 0..rooms {
+        net::send_json(
+            &mut ws,
+            serde_json::json!({"type":"create_room","room":plan.room_of(r)}),
+        )
+        .await?;
+    }
+    let mut answered = 0;
+    while answered < rooms {
         let v = net::recv_json(&mut ws).await?;
         if v["type"] == "room_created" || v["code"] == "room_exists" {
-            let _ = ws.close(None).await;
-            return Ok(());
-        }
-        if v["type"] == "error" {
+            answered += 1;
+        } else if v["type"] == "error" {
             anyhow::bail!("create_room: {}", v["message"]);
         }
     }
+    let _ = ws.close(None).await;
+    Ok(())
 }
 
 pub async fn run(plan: Arc<Plan>, stats: Arc<Stats>) -> anyhow::Result<Outcome> {
     if !plan.raw {
-        create_room(&plan).await?;
+        create_rooms(&plan).await?;
     }
     let t0 = Instant::now();
     let mut conns = Vec::with_capacity(plan.clients);
@@ -191,10 +211,11 @@ pub async fn run(plan: Arc<Plan>, stats: Arc<Stats>) -> anyhow::Result<Outcome> 
     // Let what was sent in the window arrive.
     tokio::time::sleep(Duration::from_secs(2)).await;
     tasks.abort_all();
+    // Every member of the sender's room receives it, the sender included (the relay skips it).
     let receivers_per_message = if plan.raw {
         plan.clients as u64 - 1
     } else {
-        plan.clients as u64
+        (plan.clients / plan.rooms.max(1)) as u64
     };
     Ok(Outcome {
         connect_secs,
@@ -214,7 +235,10 @@ async fn send(
 ) {
     let pad = "x".repeat(plan.body.saturating_sub(24));
     let mut ticker = (plan.rate > 0).then(|| {
-        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(plan.rate)));
+        let period = Duration::from_secs_f64(1.0 / f64::from(plan.rate));
+        // Senders start at spread phases, as people do, not all on the same tick.
+        let phase = period.mul_f64((n as f64 * 0.618_033_988_75).fract());
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         t
     });
@@ -242,7 +266,8 @@ async fn send(
         } else {
             format!(
                 r#"{{"type":"send","room":"{}","id":"{}-{n}-{i}","body":"{body}"}}"#,
-                plan.room, plan.run_id
+                plan.room_of(n),
+                plan.run_id
             )
         };
         if !plan.raw {

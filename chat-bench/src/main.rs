@@ -48,9 +48,13 @@ struct Cli {
     /// 127.0.0.x source addresses to spread connections over.
     #[arg(long, default_value_t = 4)]
     sources: usize,
-    /// Room to use.
+    /// Room to use (with --rooms, the prefix of the room names).
     #[arg(long, default_value = "bench")]
     room: String,
+    /// Spread the connections over this many rooms (connection n joins room n % ROOMS);
+    /// senders send to their own room. Keep clients a multiple of rooms.
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
     /// The server's pid, to report its RSS and CPU.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -110,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs(cli.duration.max(1)),
         sources: cli.sources,
         room: cli.room.clone(),
+        rooms: cli.rooms.max(1),
         tokens,
     });
     let stats = Arc::new(load::Stats::default());

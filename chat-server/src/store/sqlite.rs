@@ -174,19 +174,31 @@ impl SqliteStore {
         let mut writer = Connection::open(path)?;
         configure(&writer)?;
         migrate(&mut writer)?;
+        // Checkpoints run on their own thread (below): run by the writer, every ~1,000 pages a
+        // commit waited for the WAL to be copied and synced, which put ~90 ms stalls into p99
+        // at 1,000 msg/s (measured with chat-bench --rooms).
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // Once a checkpoint lets the WAL restart, its file is cut back to this size.
+        writer.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
         let (jobs, rx) = mpsc::channel::<Job>(MAX_BATCH);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(writer, rx))
             .map_err(|e| StoreError::Db(format!("starting writer thread: {e}")))?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                jobs,
-                readers: Mutex::new(Vec::new()),
-                read_slots: tokio::sync::Semaphore::new(READ_POOL),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            path: path.to_owned(),
+            jobs,
+            readers: Mutex::new(Vec::new()),
+            read_slots: tokio::sync::Semaphore::new(READ_POOL),
+        });
+        let checkpointer = Connection::open(path)?;
+        configure(&checkpointer)?;
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, weak))
+            .map_err(|e| StoreError::Db(format!("starting checkpoint thread: {e}")))?;
+        Ok(Self { inner })
     }
 
     /// Runs `f` inside the next batch's transaction (in a savepoint, so its failure undoes only
@@ -299,6 +311,23 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
         }
         for completion in done.drain(..) {
             completion(outcome.as_ref().map(|_| ()));
+        }
+    }
+}
+
+/// How often the WAL is folded back into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// PASSIVE checkpoints never block the writer or readers; they copy what they can. Ends when
+/// the store is dropped.
+fn checkpoint_loop(conn: Connection, store: std::sync::Weak<Inner>) {
+    loop {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if store.upgrade().is_none() {
+            return;
+        }
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "wal checkpoint failed");
         }
     }
 }
