@@ -270,10 +270,11 @@ fn in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT job")?;
+    // Cached statements: this runs once per message on the writer thread.
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
     match f(conn) {
         Ok(v) => {
-            conn.execute_batch("RELEASE job")?;
+            conn.prepare_cached("RELEASE job")?.execute([])?;
             Ok(v)
         }
         Err(e) => {
@@ -346,7 +347,8 @@ fn checkpoint_loop(conn: Connection, store: std::sync::Weak<Inner>) {
 }
 
 fn user_id(conn: &Connection, name: &str) -> Result<i64, StoreError> {
-    conn.query_row("SELECT id FROM users WHERE name = ?1", [name], |r| r.get(0))
+    conn.prepare_cached("SELECT id FROM users WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
         .optional()?
         .ok_or(StoreError::NotFound)
 }
@@ -401,19 +403,18 @@ fn add_member_ids(conn: &Connection, room: i64, user: i64) -> Result<bool, Store
 fn append_one(conn: &Connection, msg: &NewMessage) -> Result<Appended, StoreError> {
     let uid = user_id(conn, &msg.from)?;
     let original = conn
-        .query_row(
+        .prepare_cached(
             "SELECT r.name, m.seq, m.ts, m.body FROM messages m JOIN rooms r ON r.id = m.room_id
              WHERE m.user_id = ?1 AND m.client_id = ?2",
-            params![uid, msg.client_id],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            },
-        )
+        )?
+        .query_row(params![uid, msg.client_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
         .optional()?;
     if let Some((room, seq, ts, body)) = original {
         return Ok(Appended {
@@ -427,11 +428,10 @@ fn append_one(conn: &Connection, msg: &NewMessage) -> Result<Appended, StoreErro
         });
     }
     let (rid, seq): (i64, i64) = conn
-        .query_row(
+        .prepare_cached(
             "UPDATE rooms SET last_seq = last_seq + 1 WHERE name = ?1 RETURNING id, last_seq",
-            [&msg.room],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        )?
+        .query_row([&msg.room], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
         .ok_or(StoreError::NotFound)?;
     let ts = now_ms();
