@@ -106,6 +106,21 @@ pub struct App {
     saved_read: BTreeMap<String, u64>,
 }
 
+/// The `history` request for the next missing range of `r`, if seqs are missing; marks the
+/// fetch as under way so a second jump does not ask again.
+fn fill_gap(r: &mut Room) -> Option<Command> {
+    let fetch = r.gap()?;
+    r.fetching = true;
+    Some(Command::Send(
+        ClientFrame::History {
+            room: r.name.clone(),
+            before_seq: Some(fetch.before),
+            limit: Some(fetch.limit),
+        },
+        None,
+    ))
+}
+
 fn message_from(h: HistoryMessage) -> Message {
     let (action, body) = match h.body.strip_prefix("/me ") {
         Some(rest) => (true, rest),
@@ -733,16 +748,8 @@ impl App {
                 if focused {
                     out.push(Command::SaveReadMarks);
                 }
-                if let Some(fetch) = r.gap().filter(|_| !r.fetching) {
-                    r.fetching = true;
-                    out.push(Command::Send(
-                        ClientFrame::History {
-                            room,
-                            before_seq: Some(fetch.before),
-                            limit: Some(fetch.limit),
-                        },
-                        None,
-                    ));
+                if !r.fetching {
+                    out.extend(fill_gap(r));
                 }
                 out
             }
@@ -752,18 +759,8 @@ impl App {
                 for m in messages.into_iter().map(message_from) {
                     r.insert(m);
                 }
-                match r.gap() {
-                    Some(fetch) => {
-                        r.fetching = true;
-                        vec![Command::Send(
-                            ClientFrame::History {
-                                room,
-                                before_seq: Some(fetch.before),
-                                limit: Some(fetch.limit),
-                            },
-                            None,
-                        )]
-                    }
+                match fill_gap(r) {
+                    Some(cmd) => vec![cmd],
                     None => vec![],
                 }
             }
@@ -873,17 +870,7 @@ impl App {
                 )
             })
             .collect();
-        if let Some(fetch) = r.gap() {
-            r.fetching = true;
-            out.push(Command::Send(
-                ClientFrame::History {
-                    room: room.to_owned(),
-                    before_seq: Some(fetch.before),
-                    limit: Some(fetch.limit),
-                },
-                None,
-            ));
-        }
+        out.extend(fill_gap(r));
         out
     }
 
