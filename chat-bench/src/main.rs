@@ -67,8 +67,17 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let fd_limit = sys::raise_fd_limit();
     if cli.clients as u64 + 100 > fd_limit {
         anyhow::bail!(
@@ -89,8 +98,10 @@ async fn main() -> anyhow::Result<()> {
             });
         }
         while let Some(t) = set.join_next().await {
-            tokens
-                .push(t?.context("getting a token (does the server run with --rate-per-sec 0?)")?);
+            let url = &cli.url;
+            tokens.push(t?.with_context(|| {
+                format!("getting a token from {url}: is chat-server running there (benchmarks want --rate-per-sec 0)?")
+            })?);
         }
     }
     // The server keeps each (user, id) once: every run needs ids of its own.

@@ -605,15 +605,6 @@ impl Hub {
     pub fn connection_count(&self) -> usize {
         lock(&self.registry).conns.len()
     }
-
-    /// Every outbox, for shutdown.
-    pub fn all_outboxes(&self) -> Vec<Arc<Outbox>> {
-        lock(&self.registry)
-            .conns
-            .values()
-            .map(|e| e.outbox.clone())
-            .collect()
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{server_binary, start_server, wait_listening};
+use support::{server_binary, start_on_free_port, start_server, wait_listening};
 
 use support::TUI;
 
@@ -71,15 +71,9 @@ impl Drop for Tmux {
 fn two_people_talk_lose_the_server_and_carry_on() {
     let server_bin = server_binary();
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let (mut server, addr) = start_on_free_port(&server_bin, dir.path());
+    // Restarted later on the same database and address.
     let db = dir.path().join("chat.db");
-    let mut server = start_server(&server_bin, &db, &addr);
-    wait_listening(&addr);
 
     let tmux = Tmux {
         socket: format!("chat-e2e-{}", std::process::id()),

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use futures_util::{SinkExt, StreamExt};
-use support::{TUI, server_binary, start_server, wait_listening};
+use support::{TUI, server_binary, start_on_free_port};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Registers a user and creates a room over a raw WebSocket; returns the token.
@@ -67,14 +67,7 @@ fn tail_lines(mut cmd: Command, n: usize) -> Vec<serde_json::Value> {
 async fn send_and_tail_for_scripts() {
     let bin = server_binary();
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut server = start_server(&bin, &dir.path().join("chat.db"), &addr);
-    wait_listening(&addr);
+    let (mut server, addr) = start_on_free_port(&bin, dir.path());
     let token = register_and_create(&addr, "bot", "lobby").await;
     let home = dir.path().join("home");
 

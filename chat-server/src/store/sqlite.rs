@@ -346,6 +346,36 @@ fn checkpoint_loop(conn: Connection, store: std::sync::Weak<Inner>) {
     }
 }
 
+/// The two tables that pair a room with a user.
+#[derive(Clone, Copy)]
+enum PairTable {
+    Members,
+    Invites,
+}
+
+/// Whether `user` is paired with `room` in `table` (a member, or invited).
+fn pair_exists(
+    conn: &Connection,
+    table: PairTable,
+    room: &str,
+    user: &str,
+) -> Result<bool, StoreError> {
+    // Each query is a constant, so the statement cache keeps both.
+    let sql = match table {
+        PairTable::Members => {
+            "SELECT EXISTS(SELECT 1 FROM members p JOIN rooms r ON r.id = p.room_id
+             JOIN users u ON u.id = p.user_id WHERE r.name = ?1 AND u.name = ?2)"
+        }
+        PairTable::Invites => {
+            "SELECT EXISTS(SELECT 1 FROM invites p JOIN rooms r ON r.id = p.room_id
+             JOIN users u ON u.id = p.user_id WHERE r.name = ?1 AND u.name = ?2)"
+        }
+    };
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row([room, user], |r| r.get(0))?)
+}
+
 fn user_id(conn: &Connection, name: &str) -> Result<i64, StoreError> {
     conn.prepare_cached("SELECT id FROM users WHERE name = ?1")?
         .query_row([name], |r| r.get(0))
@@ -665,15 +695,8 @@ impl Store for SqliteStore {
 
     async fn is_member(&self, room: &str, user: &str) -> Result<bool, StoreError> {
         let (room, user) = (room.to_owned(), user.to_owned());
-        self.read(move |c| {
-            Ok(c.query_row(
-                "SELECT EXISTS(SELECT 1 FROM members m JOIN rooms r ON r.id = m.room_id
-                 JOIN users u ON u.id = m.user_id WHERE r.name = ?1 AND u.name = ?2)",
-                [room, user],
-                |r| r.get(0),
-            )?)
-        })
-        .await
+        self.read(move |c| pair_exists(c, PairTable::Members, &room, &user))
+            .await
     }
 
     async fn members(&self, room: &str) -> Result<Vec<String>, StoreError> {
@@ -704,15 +727,8 @@ impl Store for SqliteStore {
 
     async fn is_invited(&self, room: &str, user: &str) -> Result<bool, StoreError> {
         let (room, user) = (room.to_owned(), user.to_owned());
-        self.read(move |c| {
-            Ok(c.query_row(
-                "SELECT EXISTS(SELECT 1 FROM invites i JOIN rooms r ON r.id = i.room_id
-                 JOIN users u ON u.id = i.user_id WHERE r.name = ?1 AND u.name = ?2)",
-                [room, user],
-                |r| r.get(0),
-            )?)
-        })
-        .await
+        self.read(move |c| pair_exists(c, PairTable::Invites, &room, &user))
+            .await
     }
 
     async fn append(&self, msg: NewMessage, done: AppendDone) -> Result<(), StoreError> {

@@ -41,3 +41,17 @@ pub fn wait_listening(addr: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Starts chat-server on a free loopback port with its database in `dir`; returns it and its
+/// address once it accepts connections.
+pub fn start_on_free_port(bin: &Path, dir: &Path) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let server = start_server(bin, &dir.join("chat.db"), &addr);
+    wait_listening(&addr);
+    (server, addr)
+}
