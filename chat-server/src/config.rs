@@ -90,6 +90,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CHAT_TYPING_TIMEOUT", default_value = "6s", value_parser = parse_duration)]
     pub typing_timeout: Duration,
 
+    /// Presence changes in a room within this time of its last presence frame are sent together
+    /// in the next one; 0 sends each change at once.
+    #[arg(long, env = "CHAT_PRESENCE_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    pub presence_interval: Duration,
+
     /// Sustained frames per second per user (token bucket refill); 0 turns the limit off.
     #[arg(long, env = "CHAT_RATE_PER_SEC", default_value_t = 20)]
     pub rate_per_sec: u32,
@@ -129,6 +134,7 @@ pub struct Config {
     pub ping_timeout: Duration,
     pub auth_timeout: Duration,
     pub typing_timeout: Duration,
+    pub presence_interval: Duration,
     pub rate_per_sec: u32,
     pub rate_burst: u32,
     pub rate_strikes: u32,
@@ -165,6 +171,7 @@ impl ServeArgs {
             ping_timeout: self.ping_timeout,
             auth_timeout: self.auth_timeout,
             typing_timeout: self.typing_timeout,
+            presence_interval: self.presence_interval,
             rate_per_sec: self.rate_per_sec,
             rate_burst: self.rate_burst.max(1),
             rate_strikes: self.rate_strikes.max(1),

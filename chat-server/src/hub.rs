@@ -56,7 +56,6 @@ struct Held {
 
 struct Sub {
     user: Arc<str>,
-    state: Arc<UserState>,
     outbox: Arc<Outbox>,
     /// `Some` while the connection is joining: live frames wait here until its history snapshot
     /// has been queued, so it gets every message once and in order.
@@ -68,13 +67,27 @@ struct Sub {
     floor: u64,
 }
 
+/// A user with at least one connection subscribed to a room.
+struct Present {
+    /// Their connections here: presence changes on 0 -> 1 and 1 -> 0 only.
+    conns: usize,
+    state: Arc<UserState>,
+}
+
 #[derive(Default)]
 struct Room {
     subs: HashMap<ConnId, Sub>,
-    /// Connections per user in this room: presence changes on 0 -> 1 and 1 -> 0 only.
-    present: HashMap<Arc<str>, usize>,
+    present: HashMap<Arc<str>, Present>,
     /// Users typing, and when their indicator expires.
     typing: HashMap<Arc<str>, Instant>,
+    /// Presence changes waiting for the next presence frame, one per user (latest wins), in
+    /// the order users first changed.
+    pending: Vec<(Arc<str>, Status)>,
+    pending_at: HashMap<Arc<str>, usize>,
+    /// When this room last sent a presence frame. Changes within `presence_interval` of it
+    /// wait and go out together: a join storm of n users costs each member about
+    /// duration/interval frames instead of n (n² in all).
+    last_presence: Option<Instant>,
 }
 
 /// Tunables of the hub.
@@ -86,6 +99,8 @@ pub struct HubConfig {
     pub max_held: usize,
     pub rate_per_sec: u32,
     pub rate_burst: u32,
+    /// At most one presence frame per room per interval; zero sends each change at once.
+    pub presence_interval: Duration,
 }
 
 /// The node's live state. See the module docs for the locking rules.
@@ -112,10 +127,26 @@ fn frame(f: &ServerFrame) -> Utf8Bytes {
     Utf8Bytes::from(encode(f, None))
 }
 
+fn presence_frame<'a>(
+    room: &str,
+    changes: impl IntoIterator<Item = (&'a str, Status)>,
+) -> Utf8Bytes {
+    frame(&ServerFrame::Presence {
+        room: room.to_owned(),
+        changes: changes
+            .into_iter()
+            .map(|(user, status)| chat_proto::Member {
+                user: user.to_owned(),
+                status,
+            })
+            .collect(),
+    })
+}
+
 impl Room {
     fn status_of(&self, user: &str) -> Status {
-        match self.subs.values().find(|s| &*s.user == user) {
-            Some(s) if s.state.away.load(Ordering::Relaxed) => Status::Away,
+        match self.present.get(user) {
+            Some(p) if p.state.away.load(Ordering::Relaxed) => Status::Away,
             Some(_) => Status::Online,
             None => Status::Offline,
         }
@@ -206,22 +237,50 @@ impl Room {
         }
     }
 
+    /// Announces `user`'s new status: at once if the room sent no presence frame within the
+    /// interval (then not to `except_conn`, the joiner, whose `joined` shows it), otherwise
+    /// with the next batch.
     fn presence(
         &mut self,
         room: &str,
-        user: &str,
+        user: &Arc<str>,
         status: Status,
         except_conn: Option<ConnId>,
-        max_held: usize,
+        cfg: &HubConfig,
     ) {
-        let f = frame(&ServerFrame::Presence {
-            room: room.to_owned(),
-            changes: vec![chat_proto::Member {
-                user: user.to_owned(),
-                status,
-            }],
-        });
-        self.deliver(None, &f, None, except_conn, max_held);
+        let now = Instant::now();
+        let quiet = self
+            .last_presence
+            .is_none_or(|t| now.saturating_duration_since(t) >= cfg.presence_interval);
+        if self.pending.is_empty() && quiet {
+            self.last_presence = Some(now);
+            let f = presence_frame(room, [(&**user, status)]);
+            self.deliver(None, &f, None, except_conn, cfg.max_held);
+            return;
+        }
+        match self.pending_at.entry(user.clone()) {
+            Entry::Occupied(e) => self.pending[*e.get()].1 = status,
+            Entry::Vacant(e) => {
+                e.insert(self.pending.len());
+                self.pending.push((user.clone(), status));
+            }
+        }
+    }
+
+    /// Sends the waiting presence changes as one frame once the interval has passed.
+    fn flush_presence(&mut self, room: &str, now: Instant, cfg: &HubConfig) {
+        if self.pending.is_empty()
+            || self
+                .last_presence
+                .is_some_and(|t| now.saturating_duration_since(t) < cfg.presence_interval)
+        {
+            return;
+        }
+        self.last_presence = Some(now);
+        self.pending_at.clear();
+        let pending = std::mem::take(&mut self.pending);
+        let f = presence_frame(room, pending.iter().map(|(u, s)| (&**u, *s)));
+        self.deliver(None, &f, None, None, cfg.max_held);
     }
 
     fn stop_typing(&mut self, room: &str, user: &str, max_held: usize) {
@@ -237,13 +296,13 @@ impl Room {
 
     /// Removes a subscription; on the user's last connection here, they go offline and stop
     /// typing.
-    fn remove_sub(&mut self, room: &str, id: ConnId, announce: bool, max_held: usize) -> bool {
+    fn remove_sub(&mut self, room: &str, id: ConnId, announce: bool, cfg: &HubConfig) -> bool {
         let Some(sub) = self.subs.remove(&id) else {
             return false;
         };
         let last = match self.present.get_mut(&sub.user) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
+            Some(p) if p.conns > 1 => {
+                p.conns -= 1;
                 false
             }
             _ => {
@@ -252,9 +311,9 @@ impl Room {
             }
         };
         if last {
-            self.stop_typing(room, &sub.user, max_held);
+            self.stop_typing(room, &sub.user, cfg.max_held);
             if announce {
-                self.presence(room, &sub.user, Status::Offline, None, max_held);
+                self.presence(room, &sub.user, Status::Offline, None, cfg);
             }
         }
         true
@@ -350,7 +409,7 @@ impl Hub {
         };
         for room in &entry.rooms {
             if let Some(r) = self.room(room) {
-                lock(&r).remove_sub(room, id, true, self.config.max_held);
+                lock(&r).remove_sub(room, id, true, &self.config);
             }
             self.gc_room(room);
         }
@@ -384,22 +443,18 @@ impl Hub {
             Entry::Vacant(e) => {
                 e.insert(Sub {
                     user: reg.user.clone(),
-                    state: reg.state.clone(),
                     outbox,
                     held: Some(Vec::new()),
                     floor: 0,
                 });
-                let n = room.present.entry(reg.user.clone()).or_insert(0);
-                *n += 1;
-                if *n == 1 {
+                let p = room.present.entry(reg.user.clone()).or_insert(Present {
+                    conns: 0,
+                    state: reg.state.clone(),
+                });
+                p.conns += 1;
+                if p.conns == 1 {
                     let status = room.status_of(&reg.user);
-                    room.presence(
-                        room_name,
-                        &reg.user,
-                        status,
-                        Some(reg.id),
-                        self.config.max_held,
-                    );
+                    room.presence(room_name, &reg.user, status, Some(reg.id), &self.config);
                 }
             }
         }
@@ -441,7 +496,7 @@ impl Hub {
             e.rooms.remove(room_name);
         }
         if let Some(room) = self.room(room_name) {
-            lock(&room).remove_sub(room_name, id, true, self.config.max_held);
+            lock(&room).remove_sub(room_name, id, true, &self.config);
         }
         self.gc_room(room_name);
     }
@@ -475,14 +530,16 @@ impl Hub {
         room.deliver(None, &f, Some(user), None, self.config.max_held);
     }
 
-    /// Clears typing indicators that were not refreshed in time. Called by a timer.
-    pub fn expire_typing(&self, now: Instant) {
+    /// Timer work, for every room: clears typing indicators that were not refreshed in time and
+    /// sends presence changes that waited for their interval.
+    pub fn tick(&self, now: Instant) {
         let rooms: Vec<(Arc<str>, Arc<Mutex<Room>>)> = lock(&self.rooms)
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (name, room) in rooms {
             let mut room = lock(&room);
+            room.flush_presence(&name, now, &self.config);
             let expired: Vec<Arc<str>> = room
                 .typing
                 .iter()
@@ -515,7 +572,7 @@ impl Hub {
         let status = if away { Status::Away } else { Status::Online };
         for name in rooms {
             if let Some(room) = self.room(&name) {
-                lock(&room).presence(&name, &reg.user, status, None, self.config.max_held);
+                lock(&room).presence(&name, &reg.user, status, None, &self.config);
             }
         }
     }
@@ -587,7 +644,7 @@ impl Hub {
         if let Some(room) = self.room(room_name) {
             let mut room = lock(&room);
             for (id, outbox) in &conns {
-                room.remove_sub(room_name, *id, false, self.config.max_held);
+                room.remove_sub(room_name, *id, false, &self.config);
                 if Some(*id) != except {
                     outbox.push(left.clone());
                 }
@@ -618,6 +675,7 @@ mod tests {
             max_held: 8,
             rate_per_sec: 0,
             rate_burst: 1,
+            presence_interval: Duration::ZERO,
         })
     }
 
@@ -745,6 +803,58 @@ mod tests {
     }
 
     #[test]
+    fn presence_changes_within_the_interval_go_out_as_one_diff() {
+        let h = Hub::new(HubConfig {
+            presence_interval: Duration::from_secs(3600),
+            ..hub().config
+        });
+        let (a, mut arx) = conn(&h, "alice");
+        h.subscribe("r", &a);
+        h.go_live("r", a.id, 0);
+        let mut joiners = Vec::new();
+        for u in ["u1", "u2", "u3", "u4"] {
+            let (r, rx) = conn(&h, u);
+            h.subscribe("r", &r);
+            h.go_live("r", r.id, 0);
+            joiners.push((r, rx));
+        }
+        // alice's own join was the room's presence change for this interval (sent at once, to
+        // nobody else); u1..u4 wait for the next.
+        assert!(drain(&mut arx).is_empty());
+        h.unregister(joiners[1].0.id);
+        h.tick(Instant::now());
+        assert!(drain(&mut arx).is_empty(), "the interval has not passed");
+        h.tick(Instant::now() + Duration::from_secs(3601));
+        let seen = drain(&mut arx);
+        assert_eq!(seen.len(), 1, "one frame for the batch: {seen:?}");
+        let changes: Vec<(String, String)> = seen[0]["changes"]
+            .as_array()
+            .expect("changes")
+            .iter()
+            .map(|c| (c["user"].to_string(), c["status"].to_string()))
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                (r#""u1""#.into(), r#""online""#.into()),
+                (r#""u2""#.into(), r#""offline""#.into()),
+                (r#""u3""#.into(), r#""online""#.into()),
+                (r#""u4""#.into(), r#""online""#.into()),
+            ],
+            "one entry per user, their latest status, in first-change order"
+        );
+        // Every member, joiners included, gets the same diff: the statuses are absolute, so
+        // one a joiner already had from `joined` changes nothing.
+        let u4 = drain(&mut joiners[3].1);
+        assert_eq!(
+            u4.last().expect("diff")["changes"].as_array().map(Vec::len),
+            Some(4)
+        );
+        h.tick(Instant::now() + Duration::from_secs(7300));
+        assert!(drain(&mut arx).is_empty(), "nothing pending, nothing sent");
+    }
+
+    #[test]
     fn typing_reaches_others_and_expires() {
         let h = hub();
         let (a, mut arx) = conn(&h, "alice");
@@ -757,9 +867,9 @@ mod tests {
         h.typing("r", "bob", true);
         assert_eq!(drain(&mut arx)[0]["active"], true);
         assert!(drain(&mut brx).is_empty(), "not echoed to the typist");
-        h.expire_typing(Instant::now());
+        h.tick(Instant::now());
         assert!(drain(&mut arx).is_empty(), "not expired yet");
-        h.expire_typing(Instant::now() + Duration::from_millis(60));
+        h.tick(Instant::now() + Duration::from_millis(60));
         let seen = drain(&mut arx);
         assert_eq!(
             (seen[0]["type"].as_str(), &seen[0]["active"]),

@@ -48,6 +48,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> std::io::Result<Run
         max_held: config.outbound_queue,
         rate_per_sec: config.rate_per_sec,
         rate_burst: config.rate_burst,
+        presence_interval: config.presence_interval,
     }));
     let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new(hub.clone()));
     let ctx = Arc::new(Ctx {
@@ -67,7 +68,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> std::io::Result<Run
         stop_accepting.clone(),
         tasks.clone(),
     ));
-    tasks.spawn(typing_sweeper(ctx.clone()));
+    tasks.spawn(sweeper(ctx.clone()));
     Ok(RunningServer {
         addr,
         ctx,
@@ -118,14 +119,18 @@ async fn accept_loop(
     }
 }
 
-async fn typing_sweeper(ctx: Arc<Ctx>) {
-    let period =
+/// Expires typing indicators and sends batched presence changes.
+async fn sweeper(ctx: Arc<Ctx>) {
+    let mut period =
         (ctx.config.typing_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    if !ctx.config.presence_interval.is_zero() {
+        period = period.min(ctx.config.presence_interval);
+    }
     let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = ctx.stop_reading.cancelled() => return,
-            _ = tick.tick() => ctx.hub.expire_typing(Instant::now()),
+            _ = tick.tick() => ctx.hub.tick(Instant::now()),
         }
     }
 }

@@ -65,6 +65,7 @@ fn apply_option(c: &mut Config, name: &str, value: &str) -> Result<(), String> {
         "typing_timeout" => c.typing_timeout = parse_duration(value)?,
         "ping_interval" => c.ping_interval = parse_duration(value)?,
         "ping_timeout" => c.ping_timeout = parse_duration(value)?,
+        "presence_interval" => c.presence_interval = parse_duration(value)?,
         "registration" => {
             c.registration = match value {
                 "open" => Registration::Open,
@@ -165,6 +166,9 @@ impl Run {
             let mut err = None;
             let options = self.options.clone();
             let server = TestServer::start(|c| {
+                // Transcripts show each presence change as it happens, unless one sets the
+                // interval (24_presence_batching.chat).
+                c.presence_interval = Duration::ZERO;
                 for (k, v) in &options {
                     if let Err(e) = apply_option(c, k, v) {
                         err = Some(e);
