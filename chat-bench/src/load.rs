@@ -85,16 +85,7 @@ async fn setup(plan: &Plan, n: usize) -> anyhow::Result<Ws> {
         return net::connect(&plan.url, n, plan.sources, None).await;
     }
     let token = &plan.tokens[n % plan.tokens.len()];
-    let mut ws = net::connect(&plan.url, n, plan.sources, Some(token)).await?;
-    net::send_json(&mut ws, serde_json::json!({"type":"hello","versions":[1]})).await?;
-    net::expect(&mut ws, "welcome").await?;
-    net::send_json(
-        &mut ws,
-        serde_json::json!({"type":"join","room":plan.room_of(n)}),
-    )
-    .await?;
-    net::expect(&mut ws, "joined").await?;
-    Ok(ws)
+    net::join(&plan.url, n, plan.sources, token, &plan.room_of(n)).await
 }
 
 pub struct Outcome {
@@ -104,69 +95,20 @@ pub struct Outcome {
 }
 
 /// Connects everyone, runs the load, drains, and fills `stats`.
-/// Creates the rooms (they may be there from an earlier run) before anyone joins them.
-async fn create_rooms(plan: &Plan) -> anyhow::Result<()> {
-    let mut ws = net::connect(&plan.url, 0, 1, Some(&plan.tokens[0])).await?;
-    net::send_json(&mut ws, serde_json::json!({"type":"hello","versions":[1]})).await?;
-    net::expect(&mut ws, "welcome").await?;
-    let rooms = plan.rooms.max(1);
-    for r in 0..rooms {
-        net::send_json(
-            &mut ws,
-            serde_json::json!({"type":"create_room","room":plan.room_of(r)}),
-        )
-        .await?;
-    }
-    let mut answered = 0;
-    while answered < rooms {
-        let v = net::recv_json(&mut ws).await?;
-        if v["type"] == "room_created" || v["code"] == "room_exists" {
-            answered += 1;
-        } else if v["type"] == "error" {
-            anyhow::bail!("create_room: {}", v["message"]);
-        }
-    }
-    let _ = ws.close(None).await;
-    Ok(())
-}
-
 pub async fn run(plan: Arc<Plan>, stats: Arc<Stats>) -> anyhow::Result<Outcome> {
     if !plan.raw {
-        create_rooms(&plan).await?;
+        let names: Vec<String> = (0..plan.rooms.max(1)).map(|r| plan.room_of(r)).collect();
+        net::create_rooms(&plan.url, &plan.tokens[0], &names).await?;
     }
     let t0 = Instant::now();
-    let mut conns = Vec::with_capacity(plan.clients);
-    // Connect in waves so the server's accept queue is not flooded.
-    let wave = 200;
-    for chunk_start in (0..plan.clients).step_by(wave) {
-        let mut set = tokio::task::JoinSet::new();
-        for n in chunk_start..(chunk_start + wave).min(plan.clients) {
-            let plan = plan.clone();
-            set.spawn(async move { (n, setup(&plan, n).await) });
-        }
-        while let Some(r) = set.join_next().await {
-            let (n, ws) = r?;
-            match ws {
-                Ok(ws) => conns.push((n, ws)),
-                Err(e) => {
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
-                    if stats.errors.load(Ordering::Relaxed) <= 3 {
-                        eprintln!("chat-bench: connection {n} failed: {e:#}");
-                    }
-                }
-            }
-        }
-        stats.connected.store(conns.len() as u64, Ordering::Relaxed);
-    }
+    let p = plan.clone();
+    let conns = net::connect_all(plan.clients, move |n| {
+        let p = p.clone();
+        async move { setup(&p, n).await }
+    })
+    .await?;
+    stats.connected.store(conns.len() as u64, Ordering::Relaxed);
     let connect_secs = t0.elapsed().as_secs_f64();
-    if conns.len() < plan.clients {
-        anyhow::bail!(
-            "only {} of {} connections came up (the fd limit is {}: one process holds about 19,000 sockets here)",
-            conns.len(),
-            plan.clients,
-            crate::sys::raise_fd_limit()
-        );
-    }
     let start = Instant::now();
     let from = plan.warmup.as_micros() as u64;
     let clock = Arc::new(Clock {

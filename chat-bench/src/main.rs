@@ -1,8 +1,11 @@
 //! chat-bench: load for chat-server, measured from the client side. See docs/benchmarks.md.
 
+mod idle;
 mod load;
 mod net;
+mod storm;
 mod sys;
+mod tokens;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,10 +14,29 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// Senders at --rate (or flat out) to rooms of receivers: fan-out, many rooms, durable
+    /// writes, overload.
+    Load,
+    /// --clients authenticated connections, each joined to a room, held --warmup seconds, then
+    /// closed; the server's RSS is sampled for --duration seconds after (needs --server-pid).
+    Idle,
+    /// --clients users join one room, spread evenly over --duration seconds; each tracks its
+    /// member list from `joined` and `presence` until it shows all of them online.
+    JoinStorm,
+}
+
 /// Load generator for chat-server; with --raw, for bare WebSocket relays.
 #[derive(Debug, Parser)]
 #[command(name = "chat-bench", version, about)]
 struct Cli {
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "load")]
+    scenario: Scenario,
+    /// Keep tokens in this file and reuse them (for the same --url) instead of logging in again.
+    #[arg(long)]
+    token_cache: Option<std::path::PathBuf>,
     /// WebSocket URL (an IP address: connections are spread over 127.0.0.x sources).
     #[arg(long, default_value = "ws://127.0.0.1:7878/ws")]
     url: String,
@@ -85,23 +107,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli.clients
         );
     }
-    let mut tokens = Vec::new();
-    if !cli.raw {
-        let users = cli.users.clamp(1, cli.clients.max(1));
-        let mut set = tokio::task::JoinSet::new();
-        let sem = Arc::new(tokio::sync::Semaphore::new(4));
-        for u in 0..users {
-            let (url, sem) = (cli.url.clone(), sem.clone());
-            set.spawn(async move {
-                let _p = sem.acquire().await;
-                net::token(&url, &format!("bench{u}"), "bench password").await
-            });
+    if cli.raw && cli.scenario != Scenario::Load {
+        anyhow::bail!("--raw speaks no protocol: it runs only with --scenario load");
+    }
+    let tokens = if cli.raw {
+        Vec::new()
+    } else {
+        let users = match cli.scenario {
+            // Presence is per user: every joiner is somebody else.
+            Scenario::JoinStorm => cli.clients,
+            _ => cli.users.clamp(1, cli.clients.max(1)),
+        };
+        tokens::get(&cli.url, users, cli.token_cache.as_deref()).await?
+    };
+    let server_pid = cli.server_pid;
+    match cli.scenario {
+        Scenario::Load => {}
+        Scenario::Idle => {
+            let pid =
+                server_pid.context("--scenario idle measures the server: give --server-pid")?;
+            let plan = idle::Plan {
+                url: cli.url.clone(),
+                clients: cli.clients,
+                sources: cli.sources,
+                room: cli.room.clone(),
+                rooms: cli.rooms.max(1),
+                tokens,
+                settle: Duration::from_secs(cli.warmup),
+                after_close: Duration::from_secs(cli.duration),
+            };
+            let result = idle::run(&plan, pid, &cli.label).await?;
+            return report(&result, cli.json, idle::table);
         }
-        while let Some(t) = set.join_next().await {
-            let url = &cli.url;
-            tokens.push(t?.with_context(|| {
-                format!("getting a token from {url}: is chat-server running there (benchmarks want --rate-per-sec 0)?")
-            })?);
+        Scenario::JoinStorm => {
+            let plan = storm::Plan {
+                url: cli.url.clone(),
+                clients: cli.clients,
+                sources: cli.sources,
+                room: cli.room.clone(),
+                tokens,
+                span: Duration::from_secs(cli.duration),
+            };
+            let result = storm::run(&plan, server_pid, &cli.label).await?;
+            return report(&result, cli.json, storm::table);
         }
     }
     // The server keeps each (user, id) once: every run needs ids of its own.
@@ -174,19 +222,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         "server_rss_kib": cli.server_pid.and_then(sys::rss_kib),
         "bench_rss_kib": sys::rss_kib(self_pid),
     });
-    if cli.json {
+    report(&result, cli.json, load_table)
+}
+
+fn report(
+    result: &serde_json::Value,
+    json: bool,
+    table: fn(&serde_json::Value),
+) -> anyhow::Result<()> {
+    if json {
         println!("{result}");
     } else {
+        table(result);
+    }
+    Ok(())
+}
+
+fn load_table(result: &serde_json::Value) {
+    {
         let l = &result["latency_ms"];
         println!(
             "{:<12} {:>6} clients {:>3} senders | sent {:>8}/s delivered {:>9}/s ({}%) | p50 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} ms | errors {} disconnects {} | cpu bench {:.0}% server {:.0}% | rss server {} KiB",
-            if cli.label.is_empty() {
-                result["mode"].as_str().unwrap_or_default()
-            } else {
-                &cli.label
+            match result["label"].as_str() {
+                Some(l) if !l.is_empty() => l,
+                _ => result["mode"].as_str().unwrap_or_default(),
             },
-            cli.clients,
-            plan.senders,
+            result["clients"],
+            result["senders"],
             result["sent_per_sec"],
             result["delivered_per_sec"],
             result["completion_pct"],
@@ -201,5 +263,4 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             result["server_rss_kib"],
         );
     }
-    Ok(())
 }

@@ -49,6 +49,90 @@ pub async fn connect(
     Ok(ws)
 }
 
+/// Opens `clients` connections with `open(n)`, in waves so the server's accept queue is not
+/// flooded; fails (saying why) unless all came up.
+pub async fn connect_all<F, Fut>(clients: usize, open: F) -> anyhow::Result<Vec<(usize, Ws)>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Ws>> + Send + 'static,
+{
+    let mut conns = Vec::with_capacity(clients);
+    let mut failed = 0;
+    let wave = 200;
+    for chunk_start in (0..clients).step_by(wave) {
+        let mut set = tokio::task::JoinSet::new();
+        for n in chunk_start..(chunk_start + wave).min(clients) {
+            let fut = open(n);
+            set.spawn(async move { (n, fut.await) });
+        }
+        while let Some(r) = set.join_next().await {
+            match r? {
+                (n, Ok(ws)) => conns.push((n, ws)),
+                (n, Err(e)) => {
+                    failed += 1;
+                    if failed <= 3 {
+                        eprintln!("chat-bench: connection {n} failed: {e:#}");
+                    }
+                }
+            }
+        }
+    }
+    if conns.len() < clients {
+        anyhow::bail!(
+            "only {} of {clients} connections came up (the fd limit is {}: one process holds about 19,000 sockets here)",
+            conns.len(),
+            crate::sys::raise_fd_limit()
+        );
+    }
+    conns.sort_by_key(|(n, _)| *n);
+    Ok(conns)
+}
+
+/// Connects with `token`, says hello, and waits for `welcome`.
+pub async fn hello(url: &str, n: usize, sources: usize, token: &str) -> anyhow::Result<Ws> {
+    let mut ws = connect(url, n, sources, Some(token)).await?;
+    send_json(&mut ws, serde_json::json!({"type":"hello","versions":[1]})).await?;
+    expect(&mut ws, "welcome").await?;
+    Ok(ws)
+}
+
+/// [`hello`], then joins `room` and waits for `joined`.
+pub async fn join(
+    url: &str,
+    n: usize,
+    sources: usize,
+    token: &str,
+    room: &str,
+) -> anyhow::Result<Ws> {
+    let mut ws = hello(url, n, sources, token).await?;
+    send_json(&mut ws, serde_json::json!({"type":"join","room":room})).await?;
+    expect(&mut ws, "joined").await?;
+    Ok(ws)
+}
+
+/// Creates the rooms (they may be there from an earlier run) before anyone joins them.
+pub async fn create_rooms(url: &str, token: &str, names: &[String]) -> anyhow::Result<()> {
+    let mut ws = hello(url, 0, 1, token).await?;
+    for name in names {
+        send_json(
+            &mut ws,
+            serde_json::json!({"type":"create_room","room":name}),
+        )
+        .await?;
+    }
+    let mut answered = 0;
+    while answered < names.len() {
+        let v = recv_json(&mut ws).await?;
+        if v["type"] == "room_created" || v["code"] == "room_exists" {
+            answered += 1;
+        } else if v["type"] == "error" {
+            anyhow::bail!("create_room: {}", v["message"]);
+        }
+    }
+    let _ = ws.close(None).await;
+    Ok(())
+}
+
 pub async fn send_json(ws: &mut Ws, v: serde_json::Value) -> anyhow::Result<()> {
     ws.send(Message::Text(Utf8Bytes::from(v.to_string())))
         .await?;

@@ -458,11 +458,8 @@ impl Hub {
                 }
             }
         }
-        let statuses = room
-            .present
-            .keys()
-            .map(|u| (u.clone(), room.status_of(u)))
-            .collect();
+        let mut statuses = HashMap::with_capacity(room.present.len());
+        statuses.extend(room.present.keys().map(|u| (u.clone(), room.status_of(u))));
         (statuses, again)
     }
 

@@ -1,6 +1,7 @@
 //! list_rooms, create_room, join, leave, set_topic, invite, open_dm.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use chat_proto::limits::{HISTORY_PAGE_MAX, check_room_name, check_topic, check_username};
 use chat_proto::{
@@ -172,24 +173,12 @@ impl Session {
         &self,
         rec: &RoomRecord,
         since: Option<(u64, String)>,
-        statuses: std::collections::HashMap<std::sync::Arc<str>, Status>,
+        statuses: HashMap<Arc<str>, Status>,
     ) -> Result<u64, Fail> {
         let store = &self.ctx.store;
         let room = rec.name.as_str();
         let latest = store.latest_seq(room).await?;
-        let mut members: BTreeMap<String, Status> = store
-            .members(room)
-            .await?
-            .into_iter()
-            .map(|u| (u, Status::Offline))
-            .collect();
-        for (user, status) in statuses {
-            members.insert(user.to_string(), status);
-        }
-        let members = members
-            .into_iter()
-            .map(|(user, status)| Member { user, status })
-            .collect();
+        let members = member_list(store.members(room).await?, statuses);
         let (catch_up, messages, mut after) =
             match plan(since, &rec.epoch, latest, self.ctx.config.max_replay) {
                 Plan::Recent(catch_up) => {
@@ -347,6 +336,27 @@ impl Session {
     }
 }
 
+/// The room's members (sorted by name, from the store) with the statuses of those present;
+/// a present user the store did not list (a race with `leave`) is added in order. Linear in the
+/// room's size: a join storm makes this run once per joiner over thousands of members.
+fn member_list(stored: Vec<String>, mut statuses: HashMap<Arc<str>, Status>) -> Vec<Member> {
+    let mut members: Vec<Member> = stored
+        .into_iter()
+        .map(|user| Member {
+            status: statuses.remove(user.as_str()).unwrap_or(Status::Offline),
+            user,
+        })
+        .collect();
+    if !statuses.is_empty() {
+        members.extend(statuses.into_iter().map(|(user, status)| Member {
+            user: user.to_string(),
+            status,
+        }));
+        members.sort_by(|a, b| a.user.cmp(&b.user));
+    }
+    members
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +390,29 @@ mod tests {
             plan(Some((7, "old".into())), "ep", 10, 100),
             Plan::Recent(CatchUp::Reload),
             "other epoch"
+        );
+    }
+
+    #[test]
+    fn member_list_keeps_store_order_and_adds_present_users_it_missed() {
+        let statuses: HashMap<Arc<str>, Status> = [
+            (Arc::from("bob"), Status::Away),
+            (Arc::from("carl"), Status::Online),
+        ]
+        .into();
+        let got: Vec<(String, Status)> =
+            member_list(vec!["alice".into(), "bob".into(), "dora".into()], statuses)
+                .into_iter()
+                .map(|m| (m.user, m.status))
+                .collect();
+        assert_eq!(
+            got,
+            [
+                ("alice".into(), Status::Offline),
+                ("bob".into(), Status::Away),
+                ("carl".into(), Status::Online),
+                ("dora".into(), Status::Offline),
+            ]
         );
     }
 }

@@ -1,0 +1,112 @@
+//! Idle connections: what an authenticated connection in a room costs the server while it does
+//! nothing, and whether the server gives that memory back once they have all gone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::{net, sys};
+
+pub struct Plan {
+    pub url: String,
+    pub clients: usize,
+    pub sources: usize,
+    pub room: String,
+    pub rooms: usize,
+    pub tokens: Vec<String>,
+    /// How long the connections are held before measuring (the server settles).
+    pub settle: Duration,
+    /// How long after closing them the server's RSS is watched.
+    pub after_close: Duration,
+}
+
+fn room_name(plan: &Plan, r: usize) -> String {
+    format!("{}-{r}", plan.room)
+}
+
+fn rss(pid: u32) -> anyhow::Result<u64> {
+    sys::rss_kib(pid).ok_or_else(|| anyhow::anyhow!("cannot read the RSS of pid {pid}"))
+}
+
+pub async fn run(plan: &Plan, pid: u32, label: &str) -> anyhow::Result<serde_json::Value> {
+    let names: Vec<String> = (0..plan.rooms).map(|r| room_name(plan, r)).collect();
+    net::create_rooms(&plan.url, &plan.tokens[0], &names).await?;
+    // Let the logins' memory settle before calling this the empty server.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let empty = rss(pid)?;
+    let t0 = Instant::now();
+    let (url, tokens, sources, rooms) = (
+        plan.url.clone(),
+        plan.tokens.clone(),
+        plan.sources,
+        names.clone(),
+    );
+    let conns = net::connect_all(plan.clients, move |n| {
+        let (url, token, room) = (
+            url.clone(),
+            tokens[n % tokens.len()].clone(),
+            rooms[n % rooms.len()].clone(),
+        );
+        async move { net::join(&url, n, sources, &token, &room).await }
+    })
+    .await?;
+    let connect_secs = t0.elapsed().as_secs_f64();
+    // Each connection keeps reading, so it answers the server's pings like a live client.
+    let ended = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (_, mut ws) in conns {
+        let ended = ended.clone();
+        tasks.spawn(async move {
+            while let Some(Ok(_)) = ws.next().await {}
+            ended.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    tokio::time::sleep(plan.settle).await;
+    let full = rss(pid)?;
+    let dropped = ended.load(Ordering::Relaxed);
+    // Closing: every socket at once, as when a network partition heals or a proxy restarts.
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    let closed_at = Instant::now();
+    let mut samples = Vec::new();
+    while closed_at.elapsed() < plan.after_close {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        samples.push((closed_at.elapsed().as_secs(), rss(pid)?));
+    }
+    let after = samples.last().map_or(full, |s| s.1);
+    let per_conn = (full.saturating_sub(empty)) as f64 * 1024.0 / plan.clients as f64;
+    Ok(json!({
+        "label": label,
+        "scenario": "idle",
+        "clients": plan.clients,
+        "rooms": plan.rooms,
+        "connect_per_sec": (plan.clients as f64 / connect_secs).round(),
+        "dropped_while_idle": dropped,
+        "server_rss_kib": {"empty": empty, "connected": full, "after_close": after},
+        "bytes_per_conn": per_conn.round(),
+        "after_close_vs_empty_pct": ((after as f64 / empty as f64 - 1.0) * 1000.0).round() / 10.0,
+        "after_close_secs": plan.after_close.as_secs(),
+        "rss_after_close_kib": samples,
+        "bench_rss_kib": sys::rss_kib(std::process::id()),
+    }))
+}
+
+pub fn table(r: &serde_json::Value) {
+    let rss = &r["server_rss_kib"];
+    println!(
+        "{:<12} {:>6} idle connections in {} rooms | server RSS empty {} KiB, connected {} KiB: {} B/conn | {} s after close {} KiB ({:+}% of empty) | dropped {}",
+        r["label"].as_str().unwrap_or("idle"),
+        r["clients"],
+        r["rooms"],
+        rss["empty"],
+        rss["connected"],
+        r["bytes_per_conn"],
+        r["after_close_secs"],
+        rss["after_close"],
+        r["after_close_vs_empty_pct"].as_f64().unwrap_or(0.0),
+        r["dropped_while_idle"],
+    );
+}
