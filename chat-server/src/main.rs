@@ -10,11 +10,14 @@ use chat_server::store::sqlite::SqliteStore;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc instead of glibc's malloc: glibc keeps what a thread freed in that thread's arena
-/// (measured: 10 registrations, argon2's 19 MiB each, left 58 MB per hashing thread), while
-/// mimalloc returns large freed blocks to the OS.
+/// jemalloc with its background purging threads, instead of glibc's malloc or mimalloc: glibc
+/// keeps what a thread freed in that thread's arena (10 registrations, argon2's 19 MiB each, left
+/// 58 MB per hashing thread), and mimalloc gives freed memory back only when the thread that
+/// owns it allocates again, so an idle server kept the memory of 19,000 closed connections.
+/// jemalloc's background threads return freed pages on a clock (about 10 s of decay), busy or
+/// idle. See docs/benchmarks.md, "Idle connections".
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
