@@ -29,11 +29,13 @@ const MAX_BATCH: usize = 256;
 /// How long a closing connection may take to flush what is queued and say goodbye.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// tungstenite's defaults reserve about 128 KiB of buffers per connection; chat frames are small
-/// and we flush per batch, so 4 KiB each is plenty and keeps idle connections cheap.
+/// tungstenite's defaults reserve about 128 KiB of buffers per connection. Chat frames are small:
+/// the read buffer is 512 bytes (it is zero-filled, so every byte of it is resident for the life of
+/// the connection; a larger frame grows it as needed), and writes buffer up to 4 KiB before a
+/// syscall, flushed per batch.
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(512)
         .write_buffer_size(4 * 1024)
         .max_write_buffer_size(4 * limits::MAX_FRAME_BYTES)
         .max_message_size(Some(limits::MAX_FRAME_BYTES))
@@ -58,41 +60,18 @@ impl LastSeen {
     }
 }
 
+type Ws = WebSocketStream<TcpStream>;
+
 /// Serves one TCP connection to the end. Errors stay here: they are logged, never returned to
 /// the accept loop.
-pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
-    let upgrade = match handshake::read_request(&mut tcp, ctx.config.auth_timeout).await {
-        Ok(u) => u,
-        Err(why) => {
-            tracing::debug!(%peer, %why, "handshake refused");
-            handshake::refuse(&mut tcp, &why).await;
-            return;
-        }
-    };
-    let outbox_and_rx = Outbox::new(ctx.config.outbound_queue);
-    let (outbox, orx) = outbox_and_rx;
-    let mut session = Session::new(ctx.clone(), outbox.clone());
-    if let Some(token) = &upgrade.bearer {
-        match session.check_token(token).await {
-            Ok(user) => session.become_authed(&user, token_hash(token)),
-            Err(fail) => {
-                tracing::debug!(%peer, "bearer token refused");
-                let (status, reason) = match fail.code {
-                    chat_proto::ErrorCode::InvalidToken => (401, "Unauthorized"),
-                    _ => (503, "Service Unavailable"),
-                };
-                handshake::reply(&mut tcp, status, reason, &format!("{}\n", fail.message)).await;
-                return;
-            }
-        }
-    }
-    if handshake::accept(&mut tcp, &upgrade.request).await.is_err() {
-        session.finish();
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
+    // This future lives as long as the connection, so what is used once (the HTTP upgrade) or
+    // briefly (a request) is boxed and gone when done, not kept in its state: an idle
+    // connection's cost is mostly this future, the writer's, and the socket buffers (see
+    // docs/benchmarks.md, "Idle connections").
+    let Some((ws, mut session, outbox, orx)) = Box::pin(open(tcp, peer, &ctx)).await else {
         return;
-    }
-    let ws =
-        WebSocketStream::from_partially_read(tcp, upgrade.rest, Role::Server, Some(ws_config()))
-            .await;
+    };
     let (sink, mut stream) = ws.split();
     let seen = Arc::new(LastSeen {
         start: Instant::now(),
@@ -106,8 +85,9 @@ pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
         seen.clone(),
     ));
 
-    let auth_deadline = tokio::time::sleep(ctx.config.auth_timeout);
-    tokio::pin!(auth_deadline);
+    // Dropped once the connection is authenticated.
+    let mut auth_deadline =
+        (!session.is_authed()).then(|| Box::pin(tokio::time::sleep(ctx.config.auth_timeout)));
     let kick = outbox.kick_token();
     // Whether the client ended the connection (close frame, EOF, error) rather than the server.
     let mut peer_gone = false;
@@ -116,7 +96,7 @@ pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
             biased;
             _ = kick.cancelled() => break,
             _ = ctx.stop_reading.cancelled() => break,
-            _ = &mut auth_deadline, if !session.is_authed() => {
+            _ = async { if let Some(d) = &mut auth_deadline { d.await } }, if auth_deadline.is_some() => {
                 outbox.kick(close::AUTH_TIMEOUT, "not authenticated in time");
                 break;
             }
@@ -125,9 +105,12 @@ pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
                 match msg {
                     Ok(Message::Text(text)) => {
                         seen.touch();
-                        session.on_text(text.as_str()).await;
+                        Box::pin(session.on_text(text.as_str())).await;
                         // A slow request (argon2 queued in a login flood) is not silence.
                         seen.touch();
+                        if session.is_authed() {
+                            auth_deadline = None;
+                        }
                     }
                     Ok(Message::Binary(_)) => {
                         outbox.kick(close::UNSUPPORTED_DATA, "binary frames are not supported: send JSON in text frames");
@@ -187,7 +170,48 @@ pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
     }
 }
 
-type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
+/// The HTTP upgrade: the request, the bearer token if any, the 101. `None` when the client was
+/// refused (the refusal is written here) or went away.
+async fn open(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: &Arc<Ctx>,
+) -> Option<(Ws, Session, Arc<Outbox>, OutboxReceiver)> {
+    let upgrade = match handshake::read_request(&mut tcp, ctx.config.auth_timeout).await {
+        Ok(u) => u,
+        Err(why) => {
+            tracing::debug!(%peer, %why, "handshake refused");
+            handshake::refuse(&mut tcp, &why).await;
+            return None;
+        }
+    };
+    let (outbox, orx) = Outbox::new(ctx.config.outbound_queue);
+    let mut session = Session::new(ctx.clone(), outbox.clone());
+    if let Some(token) = &upgrade.bearer {
+        match session.check_token(token).await {
+            Ok(user) => session.become_authed(&user, token_hash(token)),
+            Err(fail) => {
+                tracing::debug!(%peer, "bearer token refused");
+                let (status, reason) = match fail.code {
+                    chat_proto::ErrorCode::InvalidToken => (401, "Unauthorized"),
+                    _ => (503, "Service Unavailable"),
+                };
+                handshake::reply(&mut tcp, status, reason, &format!("{}\n", fail.message)).await;
+                return None;
+            }
+        }
+    }
+    if handshake::accept(&mut tcp, &upgrade.request).await.is_err() {
+        session.finish();
+        return None;
+    }
+    let ws =
+        WebSocketStream::from_partially_read(tcp, upgrade.rest, Role::Server, Some(ws_config()))
+            .await;
+    Some((ws, session, outbox, orx))
+}
+
+type Sink = SplitSink<Ws, Message>;
 
 async fn write_loop(
     mut sink: Sink,
@@ -206,13 +230,12 @@ async fn write_loop(
             biased;
             _ = kick.cancelled() => break kicked(),
             _ = ctx.close_all.cancelled() => break (close::GOING_AWAY, "server shutting down"),
-            frame = orx.rx.recv() => {
-                let Some(frame) = frame else { break (close::NORMAL, "") };
+            frame = orx.recv() => {
                 // A client that stops reading blocks this write; the kick must still win.
                 tokio::select! {
                     biased;
                     _ = kick.cancelled() => break kicked(),
-                    written = write_batch(&mut sink, &mut orx.rx, frame) => {
+                    written = write_batch(&mut sink, &mut orx, frame) => {
                         if written.is_err() {
                             outbox.kick(close::NORMAL, "");
                             return;
@@ -235,7 +258,7 @@ async fn write_loop(
     // Say goodbye: flush what is already queued (acks, the error that explains the close), then
     // the close frame, all within a grace period so a client that reads nothing cannot hold us.
     let goodbye = async {
-        while let Ok(out) = orx.rx.try_recv() {
+        while let Some(out) = orx.try_recv() {
             for frame in out.frames() {
                 sink.feed(Message::Text(frame.clone())).await?;
             }
@@ -252,11 +275,7 @@ async fn write_loop(
 }
 
 /// Writes `first` and whatever else is queued, then flushes once.
-async fn write_batch(
-    sink: &mut Sink,
-    rx: &mut tokio::sync::mpsc::Receiver<Out>,
-    first: Out,
-) -> Result<(), WsError> {
+async fn write_batch(sink: &mut Sink, rx: &mut OutboxReceiver, first: Out) -> Result<(), WsError> {
     let mut next = Some(first);
     let mut items = 0;
     while let Some(out) = next {
@@ -265,7 +284,7 @@ async fn write_batch(
         }
         items += 1;
         next = if items < MAX_BATCH {
-            rx.try_recv().ok()
+            rx.try_recv()
         } else {
             None
         };

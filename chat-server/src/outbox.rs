@@ -2,9 +2,11 @@
 //! frames and a way to close the connection with a code. Everything that writes to a client
 //! goes through here, so the slow-consumer policy lives in one place.
 
-use std::sync::OnceLock;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -12,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub enum Out {
     One(Utf8Bytes),
-    Many(std::sync::Arc<[Utf8Bytes]>),
+    Many(Arc<[Utf8Bytes]>),
 }
 
 impl Out {
@@ -24,11 +26,20 @@ impl Out {
     }
 }
 
+/// A queue that drained back to empty keeps at most this many slots: a burst may grow it, an
+/// idle connection does not keep the burst's memory. (A tokio mpsc channel keeps a 32-slot
+/// block per connection, about 1 KiB, which was a sixth of an idle connection's cost.)
+const IDLE_SLOTS: usize = 4;
+
 /// One client's outbound queue and kill switch.
 pub struct Outbox {
-    /// Bounded: a client that stops reading fills it, and is then disconnected rather than
-    /// allowed to grow the server's memory.
-    tx: mpsc::Sender<Out>,
+    /// Bounded by `capacity`: a client that stops reading fills it, and is then disconnected
+    /// rather than allowed to grow the server's memory. The lock is held only to push or pop.
+    queue: Mutex<VecDeque<Out>>,
+    capacity: usize,
+    ready: Notify,
+    /// Set when the receiving side is gone: pushing is pointless.
+    closed: AtomicBool,
     /// Cancelled when the connection must close now, without draining the queue.
     kick: CancellationToken,
     /// The close code and reason of the first kick; later kicks don't override it.
@@ -37,22 +48,56 @@ pub struct Outbox {
 
 /// What the writer task needs: the receiving end and the kick signal.
 pub struct OutboxReceiver {
-    pub rx: mpsc::Receiver<Out>,
+    outbox: Arc<Outbox>,
     pub kick: CancellationToken,
 }
 
+impl OutboxReceiver {
+    /// The next queued item, without waiting.
+    pub fn try_recv(&mut self) -> Option<Out> {
+        let mut q = lock(&self.outbox.queue);
+        let out = q.pop_front();
+        if q.is_empty() && q.capacity() > IDLE_SLOTS {
+            q.shrink_to(IDLE_SLOTS);
+        }
+        out
+    }
+
+    /// The next queued item, waiting for one.
+    pub async fn recv(&mut self) -> Out {
+        loop {
+            if let Some(out) = self.try_recv() {
+                return out;
+            }
+            // A push between the check and here leaves a permit: no wakeup is lost.
+            self.outbox.ready.notified().await;
+        }
+    }
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        self.outbox.closed.store(true, Ordering::Relaxed);
+        lock(&self.outbox.queue).clear();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Outbox {
-    pub fn new(capacity: usize) -> (std::sync::Arc<Self>, OutboxReceiver) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+    pub fn new(capacity: usize) -> (Arc<Self>, OutboxReceiver) {
         let kick = CancellationToken::new();
-        (
-            std::sync::Arc::new(Self {
-                tx,
-                kick: kick.clone(),
-                close: OnceLock::new(),
-            }),
-            OutboxReceiver { rx, kick },
-        )
+        let outbox = Arc::new(Self {
+            queue: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            ready: Notify::new(),
+            closed: AtomicBool::new(false),
+            kick: kick.clone(),
+            close: OnceLock::new(),
+        });
+        (outbox.clone(), OutboxReceiver { outbox, kick })
     }
 
     /// Queues a frame without waiting. A full queue means the client stopped reading: it is
@@ -62,19 +107,25 @@ impl Outbox {
     }
 
     /// Queues a run of messages as one item: one wakeup and one write for the whole run.
-    pub fn push_many(&self, frames: std::sync::Arc<[Utf8Bytes]>) -> bool {
+    pub fn push_many(&self, frames: Arc<[Utf8Bytes]>) -> bool {
         self.push_out(Out::Many(frames))
     }
 
     fn push_out(&self, out: Out) -> bool {
-        match self.tx.try_send(out) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kick(chat_proto::close::SLOW_CONSUMER, "outbound queue full");
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
         }
+        {
+            let mut q = lock(&self.queue);
+            if q.len() >= self.capacity {
+                drop(q);
+                self.kick(chat_proto::close::SLOW_CONSUMER, "outbound queue full");
+                return false;
+            }
+            q.push_back(out);
+        }
+        self.ready.notify_one();
+        true
     }
 
     /// Closes the connection with `code`: the writer sends the close frame and stops.
@@ -121,12 +172,33 @@ mod tests {
             Some(chat_proto::close::SLOW_CONSUMER)
         );
         assert_eq!(
-            rx.rx
-                .try_recv()
-                .ok()
-                .map(|o| o.frames()[0].to_string())
-                .as_deref(),
+            rx.try_recv().map(|o| o.frames()[0].to_string()).as_deref(),
             Some("a")
         );
+    }
+
+    #[tokio::test]
+    async fn recv_waits_for_a_push_and_a_drained_burst_gives_its_memory_back() {
+        let (out, mut rx) = Outbox::new(1000);
+        let pusher = {
+            let out = out.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                for i in 0..500 {
+                    out.push(i.to_string().into());
+                }
+            })
+        };
+        assert_eq!(&*rx.recv().await.frames()[0], "0");
+        pusher.await.expect("pusher");
+        assert!(lock(&out.queue).capacity() >= 499);
+        let mut n = 1;
+        while rx.try_recv().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 500);
+        assert!(lock(&out.queue).capacity() <= IDLE_SLOTS);
+        drop(rx);
+        assert!(!out.push("after".into()), "nobody reads any more");
     }
 }
