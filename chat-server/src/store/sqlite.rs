@@ -18,11 +18,75 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::now_ms;
 
+use std::collections::HashMap;
+
 use super::{AppendDone, Appended, NewMessage, RoomRecord, Store, StoreError};
 
 /// A unit of work for the writer thread: runs inside the batch's transaction and returns what to
 /// do once the commit's outcome is known.
-type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+type Job = Box<dyn FnOnce(&mut Writer) -> Completion + Send>;
+
+/// The writer thread's connection and what it remembers between messages. Only this thread
+/// writes, so its copy of each room's last seq is exact; the rooms it advanced get their
+/// `last_seq` written once per batch, before the commit, instead of once per message.
+struct Writer {
+    conn: Connection,
+    /// Room name -> (id, last seq), for rooms this thread appended to.
+    rooms: HashMap<String, (i64, i64)>,
+    /// Rooms whose last seq moved in the current batch: room id -> last seq.
+    advanced: HashMap<i64, i64>,
+    users: HashMap<String, i64>,
+    /// A savepoint could not be released or rolled back: the batch must not commit.
+    broken: bool,
+}
+
+impl Writer {
+    fn user_id(&mut self, name: &str) -> Result<i64, StoreError> {
+        if let Some(id) = self.users.get(name) {
+            return Ok(*id);
+        }
+        let id = user_id(&self.conn, name)?;
+        if self.users.len() >= 100_000 {
+            self.users.clear();
+        }
+        self.users.insert(name.to_owned(), id);
+        Ok(id)
+    }
+
+    fn room_seq(&mut self, name: &str) -> Result<(i64, i64), StoreError> {
+        if let Some(r) = self.rooms.get(name) {
+            return Ok(*r);
+        }
+        let r: (i64, i64) = self
+            .conn
+            .prepare_cached("SELECT id, last_seq FROM rooms WHERE name = ?1")?
+            .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+            .ok_or(StoreError::NotFound)?;
+        if self.rooms.len() >= 100_000 {
+            self.rooms.clear();
+        }
+        self.rooms.insert(name.to_owned(), r);
+        Ok(r)
+    }
+
+    /// Before the commit: the advanced rooms' `last_seq`, one write per room.
+    fn write_seqs(&mut self) -> Result<(), StoreError> {
+        for (id, seq) in self.advanced.drain() {
+            self.conn
+                .prepare_cached("UPDATE rooms SET last_seq = ?2 WHERE id = ?1")?
+                .execute(params![id, seq])?;
+        }
+        Ok(())
+    }
+
+    /// After a failed batch: what was remembered may not be what is stored.
+    fn forget(&mut self) {
+        self.rooms.clear();
+        self.advanced.clear();
+        self.broken = false;
+    }
+}
 type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
 /// Most jobs in one transaction: bounds the latency a large batch adds to its first message.
@@ -209,8 +273,8 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
+        let job: Job = Box::new(move |w| {
+            let result = in_savepoint(&w.conn, f);
             Box::new(move |commit| {
                 let r = match commit {
                     Ok(()) => result,
@@ -266,6 +330,31 @@ impl SqliteStore {
     }
 }
 
+/// [`in_savepoint`] for jobs that use the writer's memory too.
+fn in_savepoint_w<T>(
+    w: &mut Writer,
+    f: impl FnOnce(&mut Writer) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    w.conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    let result = f(w);
+    let closed = match &result {
+        Ok(_) => w
+            .conn
+            .prepare_cached("RELEASE job")
+            .and_then(|mut s| s.execute([])),
+        Err(_) => w
+            .conn
+            .execute_batch("ROLLBACK TO job; RELEASE job")
+            .map(|()| 0),
+    };
+    if let Err(e) = closed {
+        // The writer's memory may now be ahead of the database: the whole batch rolls back.
+        w.broken = true;
+        return Err(e.into());
+    }
+    result
+}
+
 fn in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
@@ -285,8 +374,27 @@ fn in_savepoint<T>(
 }
 
 fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut w = Writer {
+        conn,
+        rooms: HashMap::new(),
+        advanced: HashMap::new(),
+        users: HashMap::new(),
+        broken: false,
+    };
+    // Completions (encoding acks and broadcasts, queueing them) run on their own thread, in
+    // batch order: the writer starts the next transaction meanwhile. Bounded, so a writer far
+    // ahead of its completions waits instead of queueing without limit.
+    let (done_tx, done_rx) =
+        std::sync::mpsc::sync_channel::<(Vec<Completion>, Result<(), StoreError>)>(2);
+    let completer = std::thread::Builder::new()
+        .name("sqlite-done".into())
+        .spawn(move || {
+            for (done, outcome) in done_rx {
+                run_completions(done, outcome);
+            }
+        });
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    let mut done: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
+    let mut stats = (std::time::Instant::now(), 0u64, 0u64);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -295,24 +403,60 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let outcome = match conn.execute_batch("BEGIN IMMEDIATE") {
+        stats.1 += 1;
+        stats.2 += batch.len() as u64;
+        if stats.0.elapsed() >= std::time::Duration::from_secs(10) {
+            tracing::debug!(
+                batches = stats.1,
+                jobs = stats.2,
+                per_batch = stats.2 / stats.1.max(1),
+                "sqlite writer, last 10 s"
+            );
+            stats = (std::time::Instant::now(), 0, 0);
+        }
+        let mut done: Vec<Completion> = Vec::with_capacity(batch.len());
+        let outcome = match w.conn.execute_batch("BEGIN IMMEDIATE") {
             Ok(()) => {
                 for job in batch.drain(..) {
-                    done.push(job(&conn));
+                    done.push(job(&mut w));
                 }
-                conn.execute_batch("COMMIT").map_err(StoreError::from)
+                if w.broken {
+                    Err(StoreError::Db("a savepoint could not be closed".into()))
+                } else {
+                    w.write_seqs()
+                        .and_then(|()| w.conn.execute_batch("COMMIT").map_err(StoreError::from))
+                }
             }
             Err(e) => Err(StoreError::from(e)),
         };
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "sqlite batch failed; its writes are rolled back");
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = w.conn.execute_batch("ROLLBACK");
+            w.forget();
             // Jobs that never ran answer `Closed` as they drop (oneshot and AppendDone).
             batch.clear();
         }
-        for completion in done.drain(..) {
-            completion(outcome.as_ref().map(|_| ()));
+        match &completer {
+            Ok(_) => {
+                if let Err(std::sync::mpsc::SendError((done, outcome))) =
+                    done_tx.send((done, outcome))
+                {
+                    run_completions(done, outcome);
+                }
+            }
+            Err(_) => run_completions(done, outcome),
         }
+    }
+    drop(done_tx);
+    // The writer thread ends only once every completion has run.
+    if let Ok(c) = completer {
+        let _ = c.join();
+    }
+}
+
+fn run_completions(done: Vec<Completion>, outcome: Result<(), StoreError>) {
+    for completion in done {
+        completion(outcome.as_ref().map(|_| ()));
     }
 }
 
@@ -430,23 +574,37 @@ fn add_member_ids(conn: &Connection, room: i64, user: i64) -> Result<bool, Store
     Ok(n > 0)
 }
 
-fn append_one(conn: &Connection, msg: &NewMessage) -> Result<Appended, StoreError> {
-    let uid = user_id(conn, &msg.from)?;
-    let original = conn
+/// Stores one message, or finds the one already stored under the sender's client id. Runs in
+/// a savepoint: the seq is taken in memory only once the row is in.
+fn append_one(w: &mut Writer, msg: &NewMessage) -> Result<Appended, StoreError> {
+    let uid = w.user_id(&msg.from)?;
+    let (rid, last) = w.room_seq(&msg.room)?;
+    let seq = last + 1;
+    let ts = now_ms();
+    // The unique (user, client id) index finds a resend: nothing is inserted, and the original
+    // is read back (rare: only after a lost ack).
+    let inserted = w
+        .conn
         .prepare_cached(
-            "SELECT r.name, m.seq, m.ts, m.body FROM messages m JOIN rooms r ON r.id = m.room_id
-             WHERE m.user_id = ?1 AND m.client_id = ?2",
+            "INSERT INTO messages (room_id, seq, user_id, client_id, body, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (user_id, client_id) DO NOTHING",
         )?
-        .query_row(params![uid, msg.client_id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })
-        .optional()?;
-    if let Some((room, seq, ts, body)) = original {
+        .execute(params![rid, seq, uid, msg.client_id, msg.body, ts])?;
+    if inserted == 0 {
+        let (room, seq, ts, body) = w
+            .conn
+            .prepare_cached(
+                "SELECT r.name, m.seq, m.ts, m.body FROM messages m JOIN rooms r ON r.id = m.room_id
+                 WHERE m.user_id = ?1 AND m.client_id = ?2",
+            )?
+            .query_row(params![uid, msg.client_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
         return Ok(Appended {
             room,
             seq: seq as u64,
@@ -457,18 +615,8 @@ fn append_one(conn: &Connection, msg: &NewMessage) -> Result<Appended, StoreErro
             duplicate: true,
         });
     }
-    let (rid, seq): (i64, i64) = conn
-        .prepare_cached(
-            "UPDATE rooms SET last_seq = last_seq + 1 WHERE name = ?1 RETURNING id, last_seq",
-        )?
-        .query_row([&msg.room], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?
-        .ok_or(StoreError::NotFound)?;
-    let ts = now_ms();
-    conn.prepare_cached(
-        "INSERT INTO messages (room_id, seq, user_id, client_id, body, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![rid, seq, uid, msg.client_id, msg.body, ts])?;
+    w.rooms.insert(msg.room.clone(), (rid, seq));
+    w.advanced.insert(rid, seq);
     Ok(Appended {
         room: msg.room.clone(),
         seq: seq as u64,
@@ -732,9 +880,9 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, msg: NewMessage, done: AppendDone) -> Result<(), StoreError> {
-        let job: Job = Box::new(move |conn| {
-            // In a savepoint: a failure after the seq was taken must not leave a gap.
-            let result = in_savepoint(conn, |c| append_one(c, &msg));
+        let job: Job = Box::new(move |w| {
+            // In a savepoint: a failure undoes the row, and the seq in memory moves only after.
+            let result = in_savepoint_w(w, |w| append_one(w, &msg));
             Box::new(move |commit| {
                 done.call(match commit {
                     Ok(()) => result,
@@ -837,5 +985,50 @@ mod tests {
         c.pragma_update(None, "user_version", 99).expect("bump");
         let err = SqliteStore::open(&path).err().expect("refused");
         assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    async fn append(s: &SqliteStore, room: &str, id: &str) -> Appended {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let msg = NewMessage {
+            room: room.into(),
+            from: "alice".into(),
+            client_id: id.into(),
+            body: "hi".into(),
+        };
+        s.append(msg, AppendDone::new(move |r| drop(tx.send(r))))
+            .await
+            .expect("queued");
+        rx.await.expect("answered").expect("stored")
+    }
+
+    #[tokio::test]
+    async fn the_writer_remembers_seqs_and_they_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chat.db");
+        {
+            let s = SqliteStore::open(&path).expect("open");
+            s.create_user("alice", "h").await.expect("user");
+            for room in ["a", "b"] {
+                s.create_room(room, chat_proto::Visibility::Public, "", "alice")
+                    .await
+                    .expect("room");
+            }
+            for i in 0..5 {
+                assert_eq!(append(&s, "a", &format!("a{i}")).await.seq, i + 1);
+            }
+            assert_eq!(append(&s, "b", "b0").await.seq, 1);
+            // A resend is found by its id, and takes no seq.
+            let again = append(&s, "a", "a2").await;
+            assert!(again.duplicate && again.seq == 3);
+            // Readers see the seq the writer wrote once per batch.
+            assert_eq!(s.latest_seq("a").await.expect("seq"), 5);
+        }
+        let s = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(
+            append(&s, "a", "a5").await.seq,
+            6,
+            "no seq reused after a restart"
+        );
+        assert_eq!(append(&s, "b", "b1").await.seq, 2);
     }
 }
