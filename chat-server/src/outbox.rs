@@ -33,9 +33,10 @@ const IDLE_SLOTS: usize = 4;
 
 /// One client's outbound queue and kill switch.
 pub struct Outbox {
-    /// Bounded by `capacity`: a client that stops reading fills it, and is then disconnected
-    /// rather than allowed to grow the server's memory. The lock is held only to push or pop.
-    queue: Mutex<VecDeque<Out>>,
+    /// Bounded by `capacity` frames (a run of messages counts each of them): a client that stops
+    /// reading fills it, and is then disconnected rather than allowed to grow the server's
+    /// memory or the time its frames wait. The lock is held only to push or pop.
+    queue: Mutex<Queue>,
     capacity: usize,
     ready: Notify,
     /// Set when the receiving side is gone: pushing is pointless.
@@ -44,6 +45,13 @@ pub struct Outbox {
     kick: CancellationToken,
     /// The close code and reason of the first kick; later kicks don't override it.
     close: OnceLock<(u16, &'static str)>,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Out>,
+    /// Frames in `items`.
+    frames: usize,
 }
 
 /// What the writer task needs: the receiving end and the kick signal.
@@ -56,9 +64,12 @@ impl OutboxReceiver {
     /// The next queued item, without waiting.
     pub fn try_recv(&mut self) -> Option<Out> {
         let mut q = lock(&self.outbox.queue);
-        let out = q.pop_front();
-        if q.is_empty() && q.capacity() > IDLE_SLOTS {
-            q.shrink_to(IDLE_SLOTS);
+        let out = q.items.pop_front();
+        if let Some(o) = &out {
+            q.frames -= o.frames().len();
+        }
+        if q.items.is_empty() && q.items.capacity() > IDLE_SLOTS {
+            q.items.shrink_to(IDLE_SLOTS);
         }
         out
     }
@@ -78,7 +89,7 @@ impl OutboxReceiver {
 impl Drop for OutboxReceiver {
     fn drop(&mut self) {
         self.outbox.closed.store(true, Ordering::Relaxed);
-        lock(&self.outbox.queue).clear();
+        *lock(&self.outbox.queue) = Queue::default();
     }
 }
 
@@ -90,7 +101,7 @@ impl Outbox {
     pub fn new(capacity: usize) -> (Arc<Self>, OutboxReceiver) {
         let kick = CancellationToken::new();
         let outbox = Arc::new(Self {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             capacity: capacity.max(1),
             ready: Notify::new(),
             closed: AtomicBool::new(false),
@@ -117,12 +128,14 @@ impl Outbox {
         }
         {
             let mut q = lock(&self.queue);
-            if q.len() >= self.capacity {
+            let n = out.frames().len();
+            if q.frames + n > self.capacity && q.frames > 0 {
                 drop(q);
                 self.kick(chat_proto::close::SLOW_CONSUMER, "outbound queue full");
                 return false;
             }
-            q.push_back(out);
+            q.frames += n;
+            q.items.push_back(out);
         }
         self.ready.notify_one();
         true
@@ -177,6 +190,19 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_bound_counts_frames_not_runs() {
+        let (out, mut rx) = Outbox::new(4);
+        let run = |n: usize| -> Arc<[Utf8Bytes]> { (0..n).map(|i| i.to_string().into()).collect() };
+        assert!(out.push_many(run(3)));
+        assert!(!out.push_many(run(2)), "3 + 2 frames is over 4");
+        assert!(out.is_kicked());
+        // A run larger than the whole bound still goes to a client that has nothing queued.
+        let (out, _rx2) = Outbox::new(4);
+        assert!(out.push_many(run(10)));
+        assert!(rx.try_recv().is_some());
+    }
+
     #[tokio::test]
     async fn recv_waits_for_a_push_and_a_drained_burst_gives_its_memory_back() {
         let (out, mut rx) = Outbox::new(1000);
@@ -191,13 +217,13 @@ mod tests {
         };
         assert_eq!(&*rx.recv().await.frames()[0], "0");
         pusher.await.expect("pusher");
-        assert!(lock(&out.queue).capacity() >= 499);
+        assert!(lock(&out.queue).items.capacity() >= 499);
         let mut n = 1;
         while rx.try_recv().is_some() {
             n += 1;
         }
         assert_eq!(n, 500);
-        assert!(lock(&out.queue).capacity() <= IDLE_SLOTS);
+        assert!(lock(&out.queue).items.capacity() <= IDLE_SLOTS);
         drop(rx);
         assert!(!out.push("after".into()), "nobody reads any more");
     }

@@ -77,6 +77,10 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> std::io::Result<Run
     })
 }
 
+/// Bytes asked of the kernel for each connection's send buffer (Linux doubles it): about a
+/// thousand chat frames, enough to keep a reading client's socket busy.
+const SEND_BUFFER: usize = 128 * 1024;
+
 async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<Ctx>,
@@ -99,6 +103,10 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
+        // A fixed send buffer instead of the kernel's autotuning (up to 4 MiB per socket): a
+        // client that reads slowly then fills the outbound queue and is closed (4008) within
+        // seconds, instead of the kernel holding tens of seconds of its frames.
+        let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(SEND_BUFFER);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tasks.spawn(async move {
                 crate::handshake::reply(
