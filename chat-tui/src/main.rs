@@ -1,17 +1,7 @@
 //! chat-tui: flags, config, the terminal guard, and the one loop that feeds events to the model,
 //! carries out its commands and redraws only when something changed.
 
-mod app;
-mod backoff;
-mod commands;
-mod config;
-mod conn;
-mod editor;
-mod room;
-mod sanitize;
-mod script;
-mod view;
-mod wrap;
+use chat_tui::{app, config, conn, script, view};
 
 use std::io::Write;
 use std::time::{Duration, Instant};
