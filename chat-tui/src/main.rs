@@ -112,7 +112,15 @@ fn prompt_password(question: &str) -> anyhow::Result<String> {
     result.map(|()| pw)
 }
 
-#[tokio::main]
+/// One thread: the client's work is a keystroke, a frame, a redraw at a time, and an idle
+/// client should not wake several threads to hand a timer from one to another.
+/// Whether something on screen changes with time alone.
+fn needs_tick(app: &App) -> bool {
+    app.rooms.values().any(|r| !r.typing.is_empty())
+        || matches!(app.conn, app::Conn::Reconnecting { .. })
+}
+
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
@@ -276,8 +284,8 @@ async fn ui_loop(
     key: &str,
 ) -> anyhow::Result<()> {
     let mut keys = EventStream::new();
-    // Typing indicators expire and the reconnect countdown moves: a slow tick, and only a redraw
-    // when something on screen depends on time.
+    // Typing indicators expire and the reconnect countdown moves: a slow tick, only while one of
+    // them is on screen, and a redraw only when it changed something. Idle, nothing ticks.
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut dirty = true;
@@ -303,7 +311,7 @@ async fn ui_loop(
                 Some(ev) => ev,
                 None => return Ok(()),
             },
-            _ = tick.tick() => {
+            _ = tick.tick(), if needs_tick(app) => {
                 let now = Instant::now();
                 let before: Vec<usize> = app.rooms.values().map(|r| r.typing.len()).collect();
                 app.update(Event::Tick(now));
