@@ -38,32 +38,51 @@ pub async fn run(plan: &Plan, pid: u32, label: &str) -> anyhow::Result<serde_jso
     tokio::time::sleep(Duration::from_secs(2)).await;
     let empty = rss(pid)?;
     let t0 = Instant::now();
-    let (url, tokens, sources, rooms) = (
-        plan.url.clone(),
-        plan.tokens.clone(),
-        plan.sources,
-        names.clone(),
-    );
-    let conns = net::connect_all(plan.clients, move |n| {
+    let (tokens, sources, rooms) = (&plan.tokens, plan.sources, &names);
+    // Each connection reads from the moment it is up, so it answers the server's pings like a
+    // live client: 19,000 take about a minute to open, longer than the server waits for a pong.
+    let ended = Arc::new(AtomicUsize::new(0));
+    let (up_tx, mut up_rx) = tokio::sync::mpsc::channel::<anyhow::Result<()>>(plan.clients);
+    let opening = Arc::new(tokio::sync::Semaphore::new(200));
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..plan.clients {
         let (url, token, room) = (
-            url.clone(),
+            plan.url.clone(),
             tokens[n % tokens.len()].clone(),
             rooms[n % rooms.len()].clone(),
         );
-        async move { net::join(&url, n, sources, &token, &room).await }
-    })
-    .await?;
-    let connect_secs = t0.elapsed().as_secs_f64();
-    // Each connection keeps reading, so it answers the server's pings like a live client.
-    let ended = Arc::new(AtomicUsize::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (_, mut ws) in conns {
-        let ended = ended.clone();
+        let (ended, up_tx, opening) = (ended.clone(), up_tx.clone(), opening.clone());
         tasks.spawn(async move {
+            let permit = opening.acquire_owned().await;
+            let ws = net::join(&url, n, sources, &token, &room).await;
+            drop(permit);
+            let mut ws = match ws {
+                Ok(ws) => {
+                    let _ = up_tx.send(Ok(())).await;
+                    ws
+                }
+                Err(e) => {
+                    let _ = up_tx.send(Err(e.context(format!("connection {n}")))).await;
+                    return;
+                }
+            };
             while let Some(Ok(_)) = ws.next().await {}
             ended.fetch_add(1, Ordering::Relaxed);
         });
     }
+    drop(up_tx);
+    let mut up = 0;
+    while let Some(r) = up_rx.recv().await {
+        match r {
+            Ok(()) => up += 1,
+            Err(e) => anyhow::bail!(
+                "only {up} of {} connections came up (the fd limit is {}: one process holds about 19,000 sockets here): {e:#}",
+                plan.clients,
+                crate::sys::raise_fd_limit()
+            ),
+        }
+    }
+    let connect_secs = t0.elapsed().as_secs_f64();
     tokio::time::sleep(plan.settle).await;
     let full = rss(pid)?;
     let dropped = ended.load(Ordering::Relaxed);
