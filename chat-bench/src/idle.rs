@@ -71,8 +71,10 @@ pub async fn run(plan: &Plan, pid: u32, label: &str) -> anyhow::Result<serde_jso
         });
     }
     drop(up_tx);
+    // Each connection reports once (the tasks live on, reading, so the channel never closes).
     let mut up = 0;
-    while let Some(r) = up_rx.recv().await {
+    while up < plan.clients {
+        let Some(r) = up_rx.recv().await else { break };
         match r {
             Ok(()) => up += 1,
             Err(e) => anyhow::bail!(
