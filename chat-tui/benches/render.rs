@@ -131,7 +131,16 @@ fn render(c: &mut Criterion) {
         })
     });
     app.scroll = 50_000;
+    let first = std::time::Instant::now();
     term.draw(|f| chat_tui::view::draw(f, &app)).expect("draw");
+    eprintln!(
+        "first frame scrolled 50k rows up (lays out every message once, for the row index): {:.1} ms",
+        first.elapsed().as_secs_f64() * 1000.0
+    );
+    eprintln!(
+        "after it: RSS +{:.1} MiB over the start",
+        rss_kib().saturating_sub(before) as f64 / 1024.0
+    );
     c.bench_function("draw 200x60, 100k messages, scrolled 50k rows up", |b| {
         b.iter(|| {
             term.draw(|f| chat_tui::view::draw(f, black_box(&app)))

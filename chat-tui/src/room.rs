@@ -76,6 +76,10 @@ pub struct Room {
     /// Wrapped body rows per message, for the width they were wrapped at: only visible messages
     /// are ever wrapped, each once per width, so drawing does not grow with history.
     pub wrapped: WrapCache,
+    /// Bumped when a message lands anywhere but after the newest (or history is dropped): the
+    /// view's row index (`view::RowIndex`) extends itself on appends and rebuilds otherwise.
+    pub reshaped: u64,
+    pub row_index: std::cell::RefCell<crate::view::RowIndex>,
 }
 
 /// Whether `body` mentions `me`: `@me`, or `me` as a whole word (case-insensitive).
@@ -107,6 +111,7 @@ impl Room {
     pub fn snapshot(&mut self, epoch: &str, drop_held: bool, messages: Vec<Message>, latest: u64) {
         if drop_held || self.epoch.as_deref() != Some(epoch) {
             self.messages.clear();
+            self.reshaped += 1;
             self.contiguous = 0;
             // Nothing of the old history is comparable: count nothing before now as unread.
             self.last_read = self.last_read.min(latest);
@@ -130,6 +135,9 @@ impl Room {
         self.pending.retain(|p| p.id != m.id);
         if self.messages.contains_key(&m.seq) {
             return false;
+        }
+        if m.seq < self.latest_seq() {
+            self.reshaped += 1;
         }
         self.messages.insert(m.seq, m);
         while self.messages.contains_key(&(self.contiguous + 1)) {

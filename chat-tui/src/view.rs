@@ -168,6 +168,14 @@ fn draw_center(f: &mut Frame, app: &App, area: Rect) {
 
 /// One message (or pending line) as rows: a prefix column of time and nick, then the body
 /// wrapped to what is left.
+/// Columns left for a message's body once its prefix (time, nick, separator) is drawn.
+fn body_width(m: &Message, cols: usize) -> usize {
+    let time = 6; // "HH:MM " or "--:-- "
+    let sep = if m.action { 3 } else { 2 }; // "* " + nick + " ", or nick + ": "
+    cols.saturating_sub(time + width(&cut(&m.from, NICK_WIDTH)) + sep)
+        .max(8)
+}
+
 fn message_rows(r: &Room, m: &Message, me: &str, cols: usize) -> Vec<Line<'static>> {
     debug_assert!(
         crate::sanitize::is_terminal_safe(&m.from)
@@ -199,6 +207,11 @@ fn message_rows(r: &Room, m: &Message, me: &str, cols: usize) -> Vec<Line<'stati
     };
     let prefix_w: usize = head.iter().map(|s| width(&s.content)).sum();
     let avail = cols.saturating_sub(prefix_w).max(8);
+    debug_assert_eq!(
+        avail,
+        body_width(m, cols),
+        "body_width agrees with the drawn prefix"
+    );
     let body = body_rows(r, m.seq, &m.lines, avail);
     let body_style = if own {
         Style::default().fg(Color::Gray)
@@ -245,10 +258,26 @@ fn rows_bottom_up(
     r: &Room,
     me: &str,
     cols: usize,
+    enough: impl FnMut(usize, u64) -> bool,
+) -> Vec<Line<'static>> {
+    rows_from(r, me, cols, None, enough)
+}
+
+/// [`rows_bottom_up`] starting at message `from` (and older), without the pending lines below.
+fn rows_from(
+    r: &Room,
+    me: &str,
+    cols: usize,
+    from: Option<u64>,
     mut enough: impl FnMut(usize, u64) -> bool,
 ) -> Vec<Line<'static>> {
     let mut rows: Vec<Line<'static>> = Vec::new();
-    for p in r.pending.iter().rev() {
+    let pending = if from.is_some() {
+        &[][..]
+    } else {
+        &r.pending[..]
+    };
+    for p in pending.iter().rev() {
         let (tag, style) = match &p.state {
             PendingState::Waiting => ("sending… ".to_owned(), Style::default().fg(Color::DarkGray)),
             PendingState::Failed(why) => {
@@ -260,7 +289,12 @@ fn rows_bottom_up(
             rows.push(Line::styled(row, style));
         }
     }
-    let mut iter = r.messages.values().rev().peekable();
+    let mut iter = r
+        .messages
+        .range(..=from.unwrap_or(u64::MAX))
+        .map(|(_, m)| m)
+        .rev()
+        .peekable();
     while let Some(m) = iter.next() {
         if enough(rows.len(), m.seq) {
             break;
@@ -313,14 +347,126 @@ pub fn scroll_to(r: &Room, me: &str, seq: u64, cols: usize, height: usize) -> us
     rows.len().saturating_sub(height)
 }
 
+/// Rows each message adds to the room's layout at one width (its body, its unread line, its day
+/// line), oldest first, with running sums: a frame scrolled far up starts laying out at the
+/// message on screen instead of at the bottom. Extended as messages arrive; rebuilt when the
+/// width, the user, the unread line or the history's shape changes.
+#[derive(Debug, Default, Clone)]
+pub struct RowIndex {
+    key: Option<(usize, String, Option<u64>, u64)>,
+    seqs: Vec<u64>,
+    /// `sums[i]`: rows of the messages before `seqs[i]`; one more entry for the total.
+    sums: Vec<usize>,
+}
+
+fn message_block(r: &Room, m: &Message, older: Option<&Message>, cols: usize) -> usize {
+    // Counted, not kept: the wrap cache holds only what has been on screen (100,000 messages
+    // wrapped and kept would be another 50 MB).
+    let n_rows = match r.wrapped.borrow().get(&m.seq) {
+        Some((w, rows)) if *w == body_width(m, cols) => Some(rows.len()),
+        _ => None,
+    };
+    let mut n = n_rows.unwrap_or_else(|| {
+        let avail = body_width(m, cols);
+        m.lines.iter().map(|l| wrap(l, avail).len()).sum()
+    });
+
+    if r.marker.is_some_and(|mark| m.seq == mark + 1) {
+        n += 1;
+    }
+    if older.and_then(|o| local(o.ts)).map(|t| t.date_naive())
+        != local(m.ts).map(|t| t.date_naive())
+    {
+        n += 1;
+    }
+    n
+}
+
+fn update_index(r: &Room, me: &str, cols: usize) {
+    let key = (cols, me.to_owned(), r.marker, r.reshaped);
+    let mut idx = r.row_index.borrow_mut();
+    if idx.key.as_ref() != Some(&key) {
+        *idx = RowIndex {
+            key: Some(key),
+            seqs: Vec::with_capacity(r.messages.len()),
+            sums: vec![0],
+        };
+    }
+    let after = idx.seqs.last().map_or(0, |s| s + 1);
+    let mut older = idx.seqs.last().and_then(|s| r.messages.get(s));
+    for m in r.messages.range(after..).map(|(_, m)| m) {
+        let total = idx.sums.last().copied().unwrap_or(0) + message_block(r, m, older, cols);
+        idx.seqs.push(m.seq);
+        idx.sums.push(total);
+        older = Some(m);
+    }
+}
+
+/// The `height` rows on screen `scroll` rows up from the bottom (clamped), newest last, and the
+/// scroll actually applied.
+fn visible_rows(
+    r: &Room,
+    me: &str,
+    cols: usize,
+    height: usize,
+    scroll: usize,
+) -> (Vec<Line<'static>>, usize) {
+    let need = height + scroll;
+    // Near the bottom, laying out from the bottom is cheapest and needs no index.
+    if scroll <= 4 * height.max(1) || r.messages.is_empty() {
+        let rows = rows_bottom_up(r, me, cols, |n, _| n >= need);
+        let scroll = scroll.min(rows.len().saturating_sub(height));
+        return (
+            rows.into_iter().skip(scroll).take(height).rev().collect(),
+            scroll,
+        );
+    }
+    update_index(r, me, cols);
+    let idx = r.row_index.borrow();
+    let pending: usize = rows_from(r, me, cols, None, |_, _| true).len();
+    let total = pending + idx.sums.last().copied().unwrap_or(0);
+    let scroll = scroll.min(total.saturating_sub(height));
+    // The message whose rows hold the row `scroll` up from the bottom: the oldest one with no
+    // more than `scroll` rows below it. Everything below it is skipped, not laid out.
+    let n = idx.seqs.len();
+    let below = |i: usize| pending + idx.sums[n] - idx.sums[i + 1];
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if below(mid) <= scroll {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    if lo == n {
+        drop(idx);
+        let rows = rows_bottom_up(r, me, cols, |n, _| n >= need);
+        return (
+            rows.into_iter().skip(scroll).take(height).rev().collect(),
+            scroll,
+        );
+    }
+    let (start, skipped) = (idx.seqs[lo], below(lo));
+    drop(idx);
+    let rows = rows_from(r, me, cols, Some(start), |n, _| skipped + n >= need);
+    (
+        rows.into_iter()
+            .skip(scroll - skipped)
+            .take(height)
+            .rev()
+            .collect(),
+        scroll,
+    )
+}
+
 fn draw_messages(f: &mut Frame, app: &App, r: &Room, area: Rect) {
     let cols = area.width as usize;
     let height = area.height as usize;
     let me = app.me.as_deref().unwrap_or_default();
-    let need = height + app.scroll;
-    let rows = rows_bottom_up(r, me, cols, |n, _| n >= need);
-    let scroll = app.scroll.min(rows.len().saturating_sub(height));
-    let visible: Vec<Line> = rows.into_iter().skip(scroll).take(height).rev().collect();
+    let visible = visible_rows(r, me, cols, height, app.scroll);
+    let scroll = visible.1;
+    let visible = visible.0;
     let pad = height.saturating_sub(visible.len());
     let mut lines: Vec<Line> = vec![Line::default(); pad];
     lines.extend(visible);

@@ -263,3 +263,64 @@ fn tiny_and_odd_terminal_sizes_never_panic() {
         render(&a, w, h);
     }
 }
+
+/// Far up a long history, a frame starts laying out at the message on screen (through the row
+/// index) instead of at the bottom: it must show exactly what laying out everything shows, as
+/// messages arrive, at another width, and with an unread line.
+#[test]
+fn a_frame_far_up_shows_what_laying_out_everything_shows() {
+    let bodies: Vec<String> = (0..600)
+        .map(|i| "word ".repeat(1 + (i * 7919) % 40) + &format!("#{i}"))
+        .collect();
+    let mut a = app_with(bodies.iter().map(|b| ("bob", b.as_str())).collect());
+    let naive = |a: &App, cols: usize, height: usize, scroll: usize| -> Vec<String> {
+        let r = &a.rooms["lobby"];
+        let rows = super::rows_bottom_up(r, "alice", cols, |_, _| false);
+        let scroll = scroll.min(rows.len().saturating_sub(height));
+        rows.into_iter()
+            .skip(scroll)
+            .take(height)
+            .rev()
+            .map(|l| l.to_string())
+            .collect()
+    };
+    let fast = |a: &App, cols: usize, height: usize, scroll: usize| -> Vec<String> {
+        let r = &a.rooms["lobby"];
+        super::visible_rows(r, "alice", cols, height, scroll)
+            .0
+            .into_iter()
+            .map(|l| l.to_string())
+            .collect()
+    };
+    for (cols, height) in [(80, 20), (57, 9)] {
+        for scroll in [0, 50, 81, 300, 1234, 5000, 9999, 100_000] {
+            assert_eq!(
+                fast(&a, cols, height, scroll),
+                naive(&a, cols, height, scroll),
+                "cols {cols}, scroll {scroll}"
+            );
+        }
+    }
+    // New messages extend the index; an unread line rebuilds it.
+    for i in 600..620 {
+        a.update(Event::Net(Net::Frame(Box::new(Envelope {
+            reference: None,
+            frame: ServerFrame::Message {
+                room: "lobby".into(),
+                seq: i + 1,
+                id: format!("m{i}"),
+                from: "carol".into(),
+                body: "late ".repeat(1 + (i as usize % 30)),
+                ts: 1_700_000_000_000 + i as i64 * 60_000_000,
+            },
+        }))));
+    }
+    a.rooms.get_mut("lobby").expect("room").marker = Some(300);
+    for scroll in [90, 777, 4321] {
+        assert_eq!(
+            fast(&a, 80, 20, scroll),
+            naive(&a, 80, 20, scroll),
+            "scroll {scroll}"
+        );
+    }
+}
