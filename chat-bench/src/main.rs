@@ -148,7 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tokens,
                 span: Duration::from_secs(cli.duration),
             };
-            let result = storm::run(&plan, server_pid, &cli.label).await?;
+            let result = storm::run(plan, server_pid, &cli.label).await?;
             return report(&result, cli.json, storm::table);
         }
     }

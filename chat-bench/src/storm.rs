@@ -20,8 +20,8 @@ pub struct Plan {
     pub clients: usize,
     pub sources: usize,
     pub room: String,
-    /// Client n joins at n × span / clients.
     pub tokens: Vec<String>,
+    /// Client n joins at n × span / clients.
     pub span: Duration,
 }
 
@@ -159,25 +159,22 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 pub async fn run(
-    plan: &Plan,
+    plan: Plan,
     server_pid: Option<u32>,
     label: &str,
 ) -> anyhow::Result<serde_json::Value> {
     net::create_rooms(&plan.url, &plan.tokens[0], std::slice::from_ref(&plan.room)).await?;
-    let (url, toks, sources) = (plan.url.clone(), plan.tokens.clone(), plan.sources);
+    let (url, toks, sources) = (
+        plan.url.clone(),
+        Arc::new(plan.tokens.clone()),
+        plan.sources,
+    );
     let conns = net::connect_all(plan.clients, move |n| {
         let (url, token) = (url.clone(), toks[n].clone());
         async move { net::hello(&url, n, sources, &token).await }
     })
     .await?;
-    let plan = Arc::new(Plan {
-        url: plan.url.clone(),
-        clients: plan.clients,
-        sources: plan.sources,
-        room: plan.room.clone(),
-        tokens: Vec::new(),
-        span: plan.span,
-    });
+    let plan = Arc::new(plan);
     let cpu0 = server_pid.and_then(sys::cpu_secs);
     let me = std::process::id();
     let bench_cpu0 = sys::cpu_secs(me);

@@ -231,6 +231,19 @@ async fn a_silent_connection_goes_offline_and_the_others_stay() {
     drop(silent);
 }
 
+/// A TCP connection that has asked for the WebSocket upgrade and speaks raw frames from here.
+async fn raw_upgrade(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+    tcp.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    tcp
+}
+
 /// Reads raw WebSocket frames (server frames are unmasked) until EOF: (opcode, payload).
 async fn raw_frames(tcp: &mut tokio::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
     use tokio::io::AsyncReadExt;
@@ -265,16 +278,7 @@ async fn a_connection_that_answers_no_pings_is_closed_with_4010() {
         c.ping_timeout = Duration::from_millis(200);
     })
     .await;
-    use tokio::io::AsyncWriteExt;
-    let mut tcp = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("tcp");
-    tcp.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .expect("write");
+    let mut tcp = raw_upgrade(server.addr).await;
     // Never write again: no pong ever goes back.
     let started = std::time::Instant::now();
     let frames = raw_frames(&mut tcp).await;
@@ -457,15 +461,7 @@ async fn a_client_that_vanishes_just_goes_offline() {
 async fn invalid_utf8_closes_with_1007() {
     use tokio::io::AsyncWriteExt;
     let server = TestServer::start(|_| {}).await;
-    let mut tcp = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("tcp");
-    tcp.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .expect("write");
+    let mut tcp = raw_upgrade(server.addr).await;
     // A masked text frame (FIN, opcode 1) of two bytes that are not UTF-8; mask key all zero.
     tcp.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe])
         .await

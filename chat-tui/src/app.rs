@@ -680,8 +680,7 @@ impl App {
                     .collect();
                 let msgs: Vec<Message> = messages.into_iter().map(message_from).collect();
                 for m in &msgs {
-                    let text = m.lines.join(" ");
-                    r.count_unread(m.seq, &m.from, &text, &me, focused);
+                    r.count_unread(m, &me, focused);
                 }
                 r.snapshot(&epoch, catch_up == CatchUp::Reload, msgs, latest_seq);
                 r.live = complete;
@@ -702,8 +701,7 @@ impl App {
                 let focused = self.focus.as_deref() == Some(room.as_str());
                 let r = self.room(&room);
                 for m in messages.into_iter().map(message_from) {
-                    let text = m.lines.join(" ");
-                    r.count_unread(m.seq, &m.from, &text, &me, focused);
+                    r.count_unread(&m, &me, focused);
                     r.insert(m);
                 }
                 r.live = complete;
@@ -729,17 +727,18 @@ impl App {
                     body,
                     ts,
                 });
-                let text = m.lines.join(" ");
                 let from = m.from.clone();
                 let dm = room.starts_with(chat_proto::limits::DM_PREFIX);
                 let bell = self.settings.bell;
                 let r = self.room(&room);
                 r.set_typing(&from, false, now);
+                let unread_before = r.mention;
+                if !r.messages.contains_key(&m.seq) {
+                    r.count_unread(&m, &me, focused);
+                }
                 if !r.insert(m) {
                     return vec![];
                 }
-                let unread_before = r.mention;
-                r.count_unread(seq, &from, &text, &me, focused);
                 let mut out = vec![];
                 let notable = (r.mention && !unread_before) || (dm && from != me);
                 if !focused && notable && bell {

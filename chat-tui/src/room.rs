@@ -193,14 +193,14 @@ impl Room {
     }
 
     /// Counts a new message for unread and mentions unless the room is on screen.
-    pub fn count_unread(&mut self, m_seq: u64, from: &str, text: &str, me: &str, focused: bool) {
+    pub fn count_unread(&mut self, m: &Message, me: &str, focused: bool) {
         if focused {
-            self.last_read = self.last_read.max(m_seq);
+            self.last_read = self.last_read.max(m.seq);
             return;
         }
-        if from != me && m_seq > self.last_read {
+        if m.from != me && m.seq > self.last_read {
             self.unread += 1;
-            if mentions(text, me) {
+            if m.lines.iter().any(|l| mentions(l, me)) {
                 self.mention = true;
             }
         }
@@ -355,14 +355,19 @@ mod tests {
     #[test]
     fn unread_and_mentions() {
         let mut r = Room::new("r");
-        r.count_unread(1, "bob", "hi all", "alice", false);
-        r.count_unread(2, "bob", "hey @alice look", "alice", false);
-        r.count_unread(3, "alice", "my own", "alice", false);
+        let said = |seq, from: &str, text: &str| Message {
+            from: from.into(),
+            lines: vec![text.into()],
+            ..m(seq, "x")
+        };
+        r.count_unread(&said(1, "bob", "hi all"), "alice", false);
+        r.count_unread(&said(2, "bob", "hey @alice look"), "alice", false);
+        r.count_unread(&said(3, "alice", "my own"), "alice", false);
         assert_eq!((r.unread, r.mention), (2, true));
         r.messages.insert(3, m(3, "c"));
         r.mark_read();
         assert_eq!((r.unread, r.mention, r.last_read), (0, false, 3));
-        r.count_unread(4, "bob", "x", "alice", true);
+        r.count_unread(&said(4, "bob", "x"), "alice", true);
         assert_eq!(
             (r.unread, r.last_read),
             (0, 4),

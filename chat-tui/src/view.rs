@@ -350,10 +350,11 @@ pub fn scroll_to(r: &Room, me: &str, seq: u64, cols: usize, height: usize) -> us
 /// Rows each message adds to the room's layout at one width (its body, its unread line, its day
 /// line), oldest first, with running sums: a frame scrolled far up starts laying out at the
 /// message on screen instead of at the bottom. Extended as messages arrive; rebuilt when the
-/// width, the user, the unread line or the history's shape changes.
+/// width, the unread line or the history's shape changes.
 #[derive(Debug, Default, Clone)]
 pub struct RowIndex {
-    key: Option<(usize, String, Option<u64>, u64)>,
+    /// Width, unread line, and the room's `reshaped` count it was built for.
+    key: Option<(usize, Option<u64>, u64)>,
     seqs: Vec<u64>,
     /// `sums[i]`: rows of the messages before `seqs[i]`; one more entry for the total.
     sums: Vec<usize>,
@@ -382,8 +383,8 @@ fn message_block(r: &Room, m: &Message, older: Option<&Message>, cols: usize) ->
     n
 }
 
-fn update_index(r: &Room, me: &str, cols: usize) {
-    let key = (cols, me.to_owned(), r.marker, r.reshaped);
+fn update_index(r: &Room, cols: usize) {
+    let key = (cols, r.marker, r.reshaped);
     let mut idx = r.row_index.borrow_mut();
     if idx.key.as_ref() != Some(&key) {
         *idx = RowIndex {
@@ -421,8 +422,9 @@ fn visible_rows(
             scroll,
         );
     }
-    update_index(r, me, cols);
+    update_index(r, cols);
     let idx = r.row_index.borrow();
+    // The pending lines alone: stop at the first message.
     let pending: usize = rows_from(r, me, cols, None, |_, _| true).len();
     let total = pending + idx.sums.last().copied().unwrap_or(0);
     let scroll = scroll.min(total.saturating_sub(height));

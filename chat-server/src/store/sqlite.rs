@@ -281,7 +281,7 @@ impl SqliteStore {
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |w| {
-            let result = in_savepoint(&w.conn, f);
+            let result = in_savepoint(w, |w| f(&w.conn));
             Box::new(move |commit| {
                 let r = match commit {
                     Ok(()) => result,
@@ -337,8 +337,9 @@ impl SqliteStore {
     }
 }
 
-/// [`in_savepoint`] for jobs that use the writer's memory too.
-fn in_savepoint_w<T>(
+/// Runs one job in a savepoint, so its failure undoes only its own writes. Cached statements:
+/// this runs once per message on the writer thread.
+fn in_savepoint<T>(
     w: &mut Writer,
     f: impl FnOnce(&mut Writer) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
@@ -360,24 +361,6 @@ fn in_savepoint_w<T>(
         return Err(e.into());
     }
     result
-}
-
-fn in_savepoint<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    // Cached statements: this runs once per message on the writer thread.
-    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
-    match f(conn) {
-        Ok(v) => {
-            conn.prepare_cached("RELEASE job")?.execute([])?;
-            Ok(v)
-        }
-        Err(e) => {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
-            Err(e)
-        }
-    }
 }
 
 fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
@@ -920,7 +903,7 @@ impl Store for SqliteStore {
     async fn append(&self, msg: NewMessage, done: AppendDone) -> Result<(), StoreError> {
         let job: Job = Box::new(move |w| {
             // In a savepoint: a failure undoes the row, and the seq in memory moves only after.
-            let result = in_savepoint_w(w, |w| append_one(w, &msg));
+            let result = in_savepoint(w, |w| append_one(w, &msg));
             Box::new(move |commit| {
                 done.call(match commit {
                     Ok(()) => result,
