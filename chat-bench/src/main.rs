@@ -110,6 +110,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.raw && cli.scenario != Scenario::Load {
         anyhow::bail!("--raw speaks no protocol: it runs only with --scenario load");
     }
+    if cli.scenario == Scenario::Idle && cli.server_pid.is_none() {
+        anyhow::bail!("--scenario idle measures the server's memory: give --server-pid PID");
+    }
     let tokens = if cli.raw {
         Vec::new()
     } else {
