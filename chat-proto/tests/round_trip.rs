@@ -1,0 +1,275 @@
+//! Property: every frame either side can build survives `encode` then `decode_*` unchanged, with
+//! any `ref`, any text in its strings (controls, quotes, astral chars) and any number in range.
+//! The fixed examples in `codec.rs` and `docs/protocol.md` show one value per field; these show
+//! that no value of a field breaks the JSON shape (a flattened `ref`, an untagged number, a
+//! u64 above i64::MAX).
+
+use chat_proto::{
+    CatchUp, ClientFrame, Envelope, ErrorCode, HistoryMessage, Limits, Member, Ref, RoomInfo,
+    RoomKind, ServerFrame, Status, Visibility, decode_client, decode_server, encode,
+    limits::MAX_REF_BYTES,
+};
+use proptest::prelude::*;
+use proptest::sample::select;
+
+/// Modest: the suite runs on two shared cores.
+const CASES: u32 = 256;
+
+/// Any chars, controls and surrogate-free astral ones included; short, so cases stay cheap.
+fn text() -> impl Strategy<Value = String> {
+    proptest::collection::vec(any::<char>(), 0..12).prop_map(String::from_iter)
+}
+
+fn opt_text() -> impl Strategy<Value = Option<String>> {
+    proptest::option::of(text())
+}
+
+/// A `ref` the decoder accepts: any integer, or a string within `MAX_REF_BYTES` (a longer one is
+/// refused on purpose and not echoed).
+fn reference() -> impl Strategy<Value = Option<Ref>> {
+    proptest::option::of(prop_oneof![
+        any::<i64>().prop_map(Ref::Num),
+        text()
+            .prop_filter("within the ref limit", |s| s.len() <= MAX_REF_BYTES)
+            .prop_map(Ref::Str),
+    ])
+}
+
+fn visibility() -> impl Strategy<Value = Visibility> {
+    select(vec![Visibility::Public, Visibility::Private])
+}
+
+fn status() -> impl Strategy<Value = Status> {
+    select(vec![Status::Online, Status::Away, Status::Offline])
+}
+
+fn members() -> impl Strategy<Value = Vec<Member>> {
+    proptest::collection::vec(
+        (text(), status()).prop_map(|(user, status)| Member { user, status }),
+        0..4,
+    )
+}
+
+fn messages() -> impl Strategy<Value = Vec<HistoryMessage>> {
+    let one = (any::<u64>(), text(), text(), text(), any::<i64>()).prop_map(
+        |(seq, id, from, body, ts)| HistoryMessage {
+            seq,
+            id,
+            from,
+            body,
+            ts,
+        },
+    );
+    proptest::collection::vec(one, 0..4)
+}
+
+fn room_info() -> impl Strategy<Value = RoomInfo> {
+    (
+        text(),
+        select(vec![RoomKind::Room, RoomKind::Dm]),
+        visibility(),
+        text(),
+        any::<u64>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(room, kind, visibility, topic, members, joined)| RoomInfo {
+                room,
+                kind,
+                visibility,
+                topic,
+                members,
+                joined,
+            },
+        )
+}
+
+fn limits() -> impl Strategy<Value = Limits> {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        any::<u32>(),
+        any::<u64>(),
+        any::<u32>(),
+        any::<u32>(),
+    )
+        .prop_map(|(a, b, c, d, e, f)| Limits {
+            max_frame_bytes: a,
+            max_body_bytes: b,
+            history_page_max: c,
+            max_replay: d,
+            rate_per_sec: e,
+            rate_burst: f,
+        })
+}
+
+fn client_frame() -> impl Strategy<Value = ClientFrame> {
+    use ClientFrame as C;
+    let accounts = prop_oneof![
+        (proptest::collection::vec(any::<u32>(), 0..4), opt_text())
+            .prop_map(|(versions, token)| C::Hello { versions, token }),
+        (text(), text()).prop_map(|(username, password)| C::Register { username, password }),
+        (text(), text()).prop_map(|(username, password)| C::Login { username, password }),
+        text().prop_map(|token| C::Auth { token }),
+        Just(C::Logout),
+        Just(C::ListRooms),
+        Just(C::Ping),
+        status().prop_map(|status| C::SetStatus { status }),
+    ];
+    let rooms = prop_oneof![
+        (text(), visibility(), opt_text()).prop_map(|(room, visibility, topic)| C::CreateRoom {
+            room,
+            visibility,
+            topic
+        }),
+        (text(), any::<Option<u64>>(), opt_text()).prop_map(|(room, since_seq, epoch)| C::Join {
+            room,
+            since_seq,
+            epoch
+        }),
+        text().prop_map(|room| C::Leave { room }),
+        (text(), text()).prop_map(|(room, topic)| C::SetTopic { room, topic }),
+        (text(), text()).prop_map(|(room, user)| C::Invite { room, user }),
+        text().prop_map(|user| C::OpenDm { user }),
+        (text(), text(), text()).prop_map(|(room, id, body)| C::Send { room, id, body }),
+        (text(), any::<Option<u64>>(), any::<Option<u32>>()).prop_map(
+            |(room, before_seq, limit)| C::History {
+                room,
+                before_seq,
+                limit
+            }
+        ),
+        (text(), any::<bool>()).prop_map(|(room, active)| C::Typing { room, active }),
+    ];
+    prop_oneof![accounts, rooms]
+}
+
+fn server_frame() -> impl Strategy<Value = ServerFrame> {
+    use ServerFrame as S;
+    let replies = prop_oneof![
+        (any::<u32>(), text(), opt_text(), any::<u64>(), limits()).prop_map(
+            |(protocol, server, user, heartbeat_ms, limits)| S::Welcome {
+                protocol,
+                server,
+                user,
+                heartbeat_ms,
+                limits
+            }
+        ),
+        (text(), opt_text()).prop_map(|(user, token)| S::AuthOk { user, token }),
+        Just(S::Ok),
+        proptest::collection::vec(room_info(), 0..3).prop_map(|rooms| S::RoomList { rooms }),
+        room_info().prop_map(|room| S::RoomCreated { room }),
+        (text(), text()).prop_map(|(room, user)| S::DmOpened { room, user }),
+        text().prop_map(|room| S::Left { room }),
+        any::<i64>().prop_map(|ts| S::Pong { ts }),
+        (
+            select(ErrorCode::ALL.to_vec()),
+            text(),
+            opt_text(),
+            any::<Option<u64>>()
+        )
+            .prop_map(|(code, message, room, retry_after_ms)| S::Error {
+                code,
+                message,
+                room,
+                retry_after_ms
+            }),
+    ];
+    let joined = (
+        (text(), text(), any::<u64>(), text(), visibility()),
+        (
+            members(),
+            select(vec![CatchUp::Recent, CatchUp::Replay, CatchUp::Reload]),
+            messages(),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (room, epoch, latest_seq, topic, visibility),
+                (members, catch_up, messages, complete),
+            )| {
+                S::Joined {
+                    room,
+                    epoch,
+                    latest_seq,
+                    topic,
+                    visibility,
+                    members,
+                    catch_up,
+                    messages,
+                    complete,
+                }
+            },
+        );
+    let events = prop_oneof![
+        joined,
+        (text(), messages(), any::<bool>()).prop_map(|(room, messages, complete)| S::Replay {
+            room,
+            messages,
+            complete
+        }),
+        (text(), messages(), any::<bool>()).prop_map(|(room, messages, has_more)| S::History {
+            room,
+            messages,
+            has_more
+        }),
+        (text(), text(), any::<u64>(), any::<i64>(), any::<bool>()).prop_map(
+            |(id, room, seq, ts, duplicate)| S::Ack {
+                id,
+                room,
+                seq,
+                ts,
+                duplicate
+            }
+        ),
+        (text(), any::<u64>(), text(), text(), text(), any::<i64>()).prop_map(
+            |(room, seq, id, from, body, ts)| S::Message {
+                room,
+                seq,
+                id,
+                from,
+                body,
+                ts
+            }
+        ),
+        (text(), members()).prop_map(|(room, changes)| S::Presence { room, changes }),
+        (text(), text()).prop_map(|(room, user)| S::MemberLeft { room, user }),
+        (text(), text(), any::<bool>()).prop_map(|(room, user, active)| S::Typing {
+            room,
+            user,
+            active
+        }),
+        (text(), text(), text()).prop_map(|(room, topic, by)| S::Topic { room, topic, by }),
+        (text(), text()).prop_map(|(room, by)| S::Invited { room, by }),
+    ];
+    prop_oneof![replies, events]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    #[test]
+    fn client_frames_round_trip(frame in client_frame(), reference in reference()) {
+        let text = encode(&frame, reference.as_ref());
+        let back = decode_client(&text);
+        prop_assert_eq!(back, Ok(Envelope { reference, frame }), "{}", text);
+    }
+
+    #[test]
+    fn server_frames_round_trip(frame in server_frame(), reference in reference()) {
+        let text = encode(&frame, reference.as_ref());
+        let back = decode_server(&text);
+        prop_assert_eq!(back, Ok(Envelope { reference, frame }), "{}", text);
+    }
+
+    /// Whatever arrives, decoding answers (a frame or a typed error) and never panics; an error's
+    /// detail stays short enough to send back.
+    #[test]
+    fn decoding_any_text_never_panics(s in "\\PC{0,40}|\\{\"type\":\"[a-z_]{0,12}\".{0,40}") {
+        for detail in [decode_client(&s).err(), decode_server(&s).err()].into_iter().flatten() {
+            prop_assert!(detail.detail.len() <= 300, "{}", detail.detail);
+        }
+    }
+}
