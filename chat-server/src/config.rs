@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// chat-server: a WebSocket chat server with accounts, rooms, durable history and presence.
 ///
-/// Clients connect to ws://LISTEN/ws and speak the protocol in docs/protocol.md.
+/// Clients connect to ws://LISTEN/ws (wss:// with --tls-cert and --tls-key) and speak the
+/// protocol in docs/protocol.md. SIGHUP reloads the TLS certificate.
 #[derive(Debug, Parser)]
 #[command(name = "chat-server", version, about, long_about = None)]
 pub struct Cli {
@@ -65,6 +66,15 @@ pub struct ServeArgs {
     /// Address to listen on; the WebSocket endpoint is /ws.
     #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:7878")]
     pub listen: SocketAddr,
+
+    /// Serve wss:// with this certificate chain (PEM, the server's certificate first); needs
+    /// --tls-key. Read again on SIGHUP.
+    #[arg(long, env = "CHAT_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1). Read again on SIGHUP.
+    #[arg(long, env = "CHAT_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 
     /// SQLite database file [default: chat.db in the platform data directory]
     #[arg(long, env = "CHAT_DB")]
@@ -128,6 +138,8 @@ pub struct ServeArgs {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Serve wss:// with these files; `None`: plain ws://.
+    pub tls: Option<crate::tls::TlsFiles>,
     pub db: PathBuf,
     pub registration: Registration,
     pub ping_interval: Duration,
@@ -163,8 +175,20 @@ impl ServeArgs {
         if self.outbound_queue == 0 || self.max_connections == 0 {
             return Err("--outbound-queue and --max-connections must be at least 1".into());
         }
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "--tls-cert and --tls-key (CHAT_TLS_CERT, CHAT_TLS_KEY) go together: \
+                     give both to serve wss://, or neither for plain ws://"
+                        .into(),
+                );
+            }
+        };
         Ok(Config {
             listen: self.listen,
+            tls,
             db,
             registration: self.registration,
             ping_interval: self.ping_interval,

@@ -62,7 +62,8 @@ impl LastSeen {
     }
 }
 
-type Ws = WebSocketStream<TcpStream>;
+/// Plain TCP or TLS: the stream is chosen per connection, the rest of this file is the same.
+type Ws = WebSocketStream<crate::tls::Stream>;
 
 /// Serves one TCP connection to the end. Errors stay here: they are logged, never returned to
 /// the accept loop.
@@ -175,11 +176,16 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
 /// The HTTP upgrade: the request, the bearer token if any, the 101. `None` when the client was
 /// refused (the refusal is written here) or went away.
 async fn open(
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     ctx: &Arc<Ctx>,
 ) -> Option<(Ws, Session, Arc<Outbox>, OutboxReceiver)> {
-    let upgrade = match handshake::read_request(&mut tcp, ctx.config.auth_timeout).await {
+    // The TLS handshake (when on) and the request head share one deadline, here in the
+    // connection's task: a stalled handshake holds neither the accept loop nor a slot for long.
+    let deadline = tokio::time::Instant::now() + ctx.config.auth_timeout;
+    let mut tcp = crate::tls::wrap(ctx.tls.as_deref(), tcp, peer, deadline).await?;
+    let head_time = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let upgrade = match handshake::read_request(&mut tcp, head_time).await {
         Ok(u) => u,
         Err(why) => {
             tracing::debug!(%peer, %why, "handshake refused");

@@ -1,12 +1,11 @@
 //! The HTTP side of a connection: read the upgrade request, route it, check a bearer token, and
 //! answer 101, 401, 404 or 400 before any WebSocket frame. Done by hand (with tungstenite's own
 //! parser and response builder) because the token check needs the store, which is async, and
-//! tungstenite's handshake callback is not.
+//! tungstenite's handshake callback is not. Generic over the stream: plain TCP or TLS.
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, create_response, write_response};
 
@@ -36,7 +35,10 @@ pub enum Refused {
 }
 
 /// Reads the request head.
-pub async fn read_request(stream: &mut TcpStream, timeout: Duration) -> Result<Upgrade, Refused> {
+pub async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    timeout: Duration,
+) -> Result<Upgrade, Refused> {
     let mut buf = Vec::with_capacity(1024);
     let parsed = tokio::time::timeout(timeout, async {
         loop {
@@ -86,7 +88,10 @@ pub async fn read_request(stream: &mut TcpStream, timeout: Duration) -> Result<U
 }
 
 /// Writes `101 Switching Protocols` for a valid upgrade request, or 400 if it is not one.
-pub async fn accept(stream: &mut TcpStream, request: &Request) -> Result<(), Refused> {
+pub async fn accept<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: &Request,
+) -> Result<(), Refused> {
     let response = match create_response(request) {
         Ok(r) => r,
         Err(e) => {
@@ -101,7 +106,7 @@ pub async fn accept(stream: &mut TcpStream, request: &Request) -> Result<(), Ref
 }
 
 /// Answers a refused request with a plain-text body and closes.
-pub async fn reply(stream: &mut TcpStream, status: u16, reason: &str, body: &str) {
+pub async fn reply<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, reason: &str, body: &str) {
     let extra = if status == 401 {
         "WWW-Authenticate: Bearer\r\n"
     } else {
@@ -116,7 +121,7 @@ pub async fn reply(stream: &mut TcpStream, status: u16, reason: &str, body: &str
 }
 
 /// Answers a [`Refused`] with its status (nothing for a closed or timed-out connection).
-pub async fn refuse(stream: &mut TcpStream, why: &Refused) {
+pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, why: &Refused) {
     match why {
         Refused::BadRequest(m) => reply(stream, 400, "Bad Request", &format!("{m}\n")).await,
         Refused::NotFound => {

@@ -15,3 +15,4 @@ pub mod rate;
 pub mod server;
 mod session;
 pub mod store;
+pub mod tls;

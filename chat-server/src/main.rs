@@ -84,22 +84,57 @@ async fn add_user(store: &SqliteStore, name: &str) -> anyhow::Result<()> {
 
 async fn serve(config: chat_server::config::Config, store: Arc<dyn Store>) -> anyhow::Result<()> {
     let db = config.db.clone();
+    let signals = Signals::install(config.tls.is_some())?;
     let server = chat_server::server::start(config.clone(), store)
         .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    tracing::info!(addr = %server.addr, db = %db.display(), "listening on ws://{}/ws", server.addr);
-    wait_for_signal().await?;
+        .with_context(|| format!("starting the server on {}", config.listen))?;
+    let scheme = if server.tls() { "wss" } else { "ws" };
+    tracing::info!(addr = %server.addr, db = %db.display(), "listening on {scheme}://{}/ws", server.addr);
+    if let Some(warning) = chat_server::tls::plaintext_warning(server.addr, server.tls()) {
+        tracing::warn!("{warning}");
+    }
+    signals.wait(&server).await;
     tracing::info!("shutting down: closing connections, committing pending writes");
     server.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT"),
-        _ = term.recv() => Ok(()),
+/// SIGINT and SIGTERM stop the server; with TLS, SIGHUP reloads the certificate (without TLS
+/// it keeps its default: the process ends). Installed before the server says it is listening,
+/// so a signal sent as soon as that line appears is not lost to the default action.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install(tls: bool) -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            hup: match tls {
+                true => {
+                    Some(signal(SignalKind::hangup()).context("installing the SIGHUP handler")?)
+                }
+                false => None,
+            },
+        })
+    }
+
+    /// Returns at SIGINT or SIGTERM; reloads the certificate at each SIGHUP meanwhile.
+    async fn wait(mut self, server: &chat_server::server::RunningServer) {
+        loop {
+            tokio::select! {
+                _ = self.int.recv() => return,
+                _ = self.term.recv() => return,
+                Some(()) = async { self.hup.as_mut()?.recv().await } => match server.reload_tls() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded; new connections use it"),
+                    Err(e) => tracing::error!("SIGHUP: TLS certificate not reloaded, keeping the previous one: {e}"),
+                },
+            }
+        }
     }
 }

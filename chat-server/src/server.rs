@@ -22,6 +22,8 @@ pub struct Ctx {
     pub store: Arc<dyn Store>,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
+    /// `Some` when serving wss://: each connection's task does its own handshake.
+    pub tls: Option<Arc<crate::tls::Tls>>,
     /// Password hashing: two threads and a bounded queue (argon2 is slow and large on purpose).
     pub hasher: crate::hasher::Hasher,
     /// Shutdown step 1: readers stop taking frames.
@@ -41,6 +43,13 @@ pub struct RunningServer {
 
 /// Binds `config.listen` and serves on it until [`RunningServer::shutdown`].
 pub async fn start(config: Config, store: Arc<dyn Store>) -> std::io::Result<RunningServer> {
+    // Before binding: a certificate that does not load is an error at start, naming the file.
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(
+            crate::tls::Tls::load(files).map_err(std::io::Error::other)?,
+        )),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let hub = Arc::new(Hub::new(HubConfig {
@@ -57,6 +66,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> std::io::Result<Run
         store,
         hub,
         broker,
+        tls,
         stop_reading: CancellationToken::new(),
         close_all: CancellationToken::new(),
     });
@@ -144,6 +154,20 @@ async fn sweeper(ctx: Arc<Ctx>) {
 }
 
 impl RunningServer {
+    /// Whether the server speaks wss://.
+    pub fn tls(&self) -> bool {
+        self.ctx.tls.is_some()
+    }
+
+    /// Reads the TLS certificate and key again (on SIGHUP): new handshakes get the new
+    /// certificate, connections already up keep going. On an error the old one stays.
+    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+        match &self.ctx.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
+    }
+
     /// The hub, for tests that look at live state.
     pub fn hub(&self) -> &Hub {
         &self.ctx.hub
