@@ -40,7 +40,7 @@ pub async fn read_request<S: AsyncRead + Unpin>(
     timeout: Duration,
 ) -> Result<Upgrade, Refused> {
     let mut buf = Vec::with_capacity(1024);
-    let parsed = tokio::time::timeout(timeout, async {
+    tokio::time::timeout(timeout, async {
         loop {
             let mut chunk = [0u8; 1024];
             let n = stream.read(&mut chunk).await.map_err(|_| Refused::Closed)?;
@@ -48,17 +48,25 @@ pub async fn read_request<S: AsyncRead + Unpin>(
                 return Err(Refused::Closed);
             }
             buf.extend_from_slice(&chunk[..n]);
-            match Request::try_parse(&buf) {
-                Ok(Some((len, req))) => return Ok((len, req)),
-                Ok(None) if buf.len() < MAX_HEAD_BYTES => continue,
-                Ok(None) => return Err(Refused::BadRequest("request head too large".into())),
-                Err(e) => return Err(Refused::BadRequest(e.to_string())),
+            if let Some(upgrade) = parse_request(&buf)? {
+                return Ok(upgrade);
             }
         }
     })
     .await
-    .map_err(|_| Refused::Timeout)??;
-    let (len, request) = parsed;
+    .map_err(|_| Refused::Timeout)?
+}
+
+/// Parses the bytes read so far: `Ok(None)` while the head is incomplete and under
+/// [`MAX_HEAD_BYTES`] ("read more"), the upgrade once it is complete, or why it is refused. No
+/// I/O, so it is unit-tested and fuzzed (`fuzz/`) without a socket.
+pub fn parse_request(buf: &[u8]) -> Result<Option<Upgrade>, Refused> {
+    let (len, request) = match Request::try_parse(buf) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) if buf.len() < MAX_HEAD_BYTES => return Ok(None),
+        Ok(None) => return Err(Refused::BadRequest("request head too large".into())),
+        Err(e) => return Err(Refused::BadRequest(e.to_string())),
+    };
     if request.uri().path() != "/ws" {
         return Err(Refused::NotFound);
     }
@@ -80,11 +88,11 @@ pub async fn read_request<S: AsyncRead + Unpin>(
             }
         }
     };
-    Ok(Upgrade {
+    Ok(Some(Upgrade {
         request,
         rest: buf[len..].to_vec(),
         bearer,
-    })
+    }))
 }
 
 /// Writes `101 Switching Protocols` for a valid upgrade request, or 400 if it is not one.
@@ -128,5 +136,45 @@ pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, why: &Refused) {
             reply(stream, 404, "Not Found", "the WebSocket endpoint is /ws\n").await
         }
         Refused::Timeout | Refused::Closed => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+
+    fn parse(s: &str) -> Result<Option<Upgrade>, Refused> {
+        parse_request(s.as_bytes())
+    }
+
+    #[test]
+    fn a_head_is_read_whole_and_what_follows_it_is_kept() {
+        assert!(matches!(parse(""), Ok(None)));
+        assert!(matches!(parse(HEAD), Ok(None)), "no blank line yet");
+        let up = parse(&format!("{HEAD}Authorization: bearer  t0k \r\n\r\nearly"))
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(up.request.uri().path(), "/ws");
+        assert_eq!(up.bearer.as_deref(), Some("t0k"));
+        assert_eq!(up.rest, b"early", "a first frame sent at once");
+    }
+
+    #[test]
+    fn refusals() {
+        let refused = |s: &str| parse(s).err().map(|e| e.to_string());
+        assert_eq!(
+            refused("GET /other HTTP/1.1\r\nHost: x\r\n\r\n").as_deref(),
+            Some("404 Not Found")
+        );
+        assert!(refused(&format!("{HEAD}Authorization: Basic abc\r\n\r\n")).is_some());
+        assert!(refused("NOT HTTP AT ALL\r\n\r\n").is_some());
+        let huge = format!("{HEAD}X-Pad: {}\r\n", "p".repeat(MAX_HEAD_BYTES));
+        assert_eq!(
+            refused(&huge).as_deref(),
+            Some("400 Bad Request: request head too large")
+        );
     }
 }

@@ -7,7 +7,9 @@ pub mod clock;
 mod cmd;
 pub mod config;
 mod connection;
-mod handshake;
+// Public (hidden) for the fuzz target of `parse_request` in `fuzz/`.
+#[doc(hidden)]
+pub mod handshake;
 pub mod hasher;
 pub mod hub;
 pub mod outbox;
@@ -16,3 +18,6 @@ pub mod server;
 mod session;
 pub mod store;
 pub mod tls;
+// The `.chat` transcript parser shared by `tests/transcripts.rs` and `fuzz/`; not used by the server.
+#[doc(hidden)]
+pub mod transcript;

@@ -30,27 +30,12 @@ use std::time::Duration;
 
 use chat_proto::limits::MAX_FRAME_BYTES;
 use chat_server::config::{Config, Registration};
+use chat_server::transcript::{self, Expected, Outgoing, Step, parse_duration};
 use serde_json::Value;
 use support::{Client, Next, TestServer};
 use tokio_tungstenite::tungstenite::Message;
 
 const QUIET: Duration = Duration::from_millis(300);
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Some(ms) = s.strip_suffix("ms") {
-        return ms
-            .parse()
-            .map(Duration::from_millis)
-            .map_err(|e| e.to_string());
-    }
-    if let Some(secs) = s.strip_suffix('s') {
-        return secs
-            .parse()
-            .map(Duration::from_secs)
-            .map_err(|e| e.to_string());
-    }
-    Err(format!("`{s}` is not a duration like 300ms or 2s"))
-}
 
 fn apply_option(c: &mut Config, name: &str, value: &str) -> Result<(), String> {
     let num = || value.parse::<u64>().map_err(|e| format!("{name}: {e}"));
@@ -190,39 +175,32 @@ impl Run {
             .ok_or_else(|| format!("no client `{name}`: connect it first"))
     }
 
-    async fn step(&mut self, line: &str) -> Result<(), String> {
-        let mut words = line.split_whitespace();
-        let first = words.next().unwrap_or_default();
-        match first {
-            "option" => {
+    async fn step(&mut self, step: &Step) -> Result<(), String> {
+        match step {
+            Step::Option { name, value } => {
                 if self.server.is_some() {
                     return Err("options go before the first connect".into());
                 }
-                let (k, v) = (words.next(), words.next());
-                let (Some(k), Some(v)) = (k, v) else {
-                    return Err("option NAME VALUE".into());
-                };
-                self.options.push((k.into(), v.into()));
+                self.options.push((name.clone(), value.clone()));
                 Ok(())
             }
-            "connect" => {
-                let name = words.next().ok_or("connect NAME")?.to_owned();
-                let (mut bearer, mut expect) = (None, None);
-                for w in words {
-                    if let Some(b) = w.strip_prefix("bearer=") {
-                        let mut v = Value::String(b.to_owned());
+            Step::Connect {
+                client,
+                bearer,
+                expect,
+            } => {
+                let bearer = match bearer {
+                    Some(b) => {
+                        let mut v = Value::String(b.clone());
                         substitute(&mut v, &self.vars)?;
-                        bearer = v.as_str().map(str::to_owned);
-                    } else if let Some(s) = w.strip_prefix("expect=") {
-                        expect = Some(s.parse::<u16>().map_err(|e| e.to_string())?);
-                    } else {
-                        return Err(format!("unknown connect argument `{w}`"));
+                        v.as_str().map(str::to_owned)
                     }
-                }
+                    None => None,
+                };
                 let url = self.server().await?.url();
-                match (Client::connect_with(&url, bearer.as_deref()).await, expect) {
+                match (Client::connect_with(&url, bearer.as_deref()).await, *expect) {
                     (Ok(c), None) => {
-                        self.clients.insert(name, c);
+                        self.clients.insert(client.clone(), c);
                         Ok(())
                     }
                     (Err(status), Some(e)) if status == e => Ok(()),
@@ -232,72 +210,55 @@ impl Run {
                     (Err(status), _) => Err(format!("HTTP {status} refused the upgrade")),
                 }
             }
-            "close" => {
-                let name = words.next().ok_or("close NAME")?;
-                let mut c = self.clients.remove(name).ok_or("no such client")?;
+            Step::Close { client } => {
+                let mut c = self.clients.remove(client).ok_or("no such client")?;
                 let _ = c.ws.close(None).await;
                 Ok(())
             }
-            "sleep" => {
-                let d = parse_duration(words.next().ok_or("sleep DURATION")?)?;
-                tokio::time::sleep(d).await;
+            Step::Sleep(d) => {
+                tokio::time::sleep(*d).await;
                 Ok(())
             }
-            _ => self.client_step(line).await,
-        }
-    }
-
-    async fn client_step(&mut self, line: &str) -> Result<(), String> {
-        let split = line
-            .find(['>', '<'])
-            .ok_or_else(|| format!("cannot read `{line}`"))?;
-        let (name, rest) = line.split_at(split);
-        let (dir, arg) = (&rest[..1], rest[1..].trim());
-        if dir == ">" {
-            let client = self.client(name)?;
-            match arg {
-                "binary" => client.send_message(Message::binary(vec![1u8, 2, 3])).await,
-                "oversize" => {
-                    let text = format!(
-                        r#"{{"type":"ping","pad":"{}"}}"#,
-                        "x".repeat(MAX_FRAME_BYTES)
-                    );
-                    client.send_message(Message::text(text)).await;
+            Step::Send { client, what } => {
+                let mut what = what.clone();
+                if let Outgoing::Json(v) = &mut what {
+                    substitute(v, &self.vars)?;
                 }
-                _ => {
-                    if let Some(raw) = arg.strip_prefix("raw ") {
-                        client.send_text(raw).await;
-                    } else {
-                        let mut v: Value = serde_json::from_str(arg)
-                            .map_err(|e| format!("bad JSON in transcript: {e}"))?;
-                        let vars = self.vars.clone();
-                        substitute(&mut v, &vars)?;
-                        self.client(name)?.send(v).await;
+                let client = self.client(client)?;
+                match what {
+                    Outgoing::Binary => client.send_message(Message::binary(vec![1u8, 2, 3])).await,
+                    Outgoing::Oversize => {
+                        let text = format!(
+                            r#"{{"type":"ping","pad":"{}"}}"#,
+                            "x".repeat(MAX_FRAME_BYTES)
+                        );
+                        client.send_message(Message::text(text)).await;
                     }
+                    Outgoing::Raw(raw) => client.send_text(&raw).await,
+                    Outgoing::Json(v) => client.send(v).await,
+                }
+                Ok(())
+            }
+            Step::Expect { client, what } => {
+                let c = self.client(client)?;
+                match what {
+                    Expected::Nothing => match c.next_within(QUIET).await {
+                        Next::Timeout => Ok(()),
+                        other => Err(format!("expected nothing, got {other:?}")),
+                    },
+                    Expected::Closed(code) => match c.next_within(support::WAIT).await {
+                        Next::Closed(Some(c)) if c == *code => Ok(()),
+                        other => Err(format!("expected close {code}, got {other:?}")),
+                    },
+                    Expected::Frame(expected) => match c.next_within(support::WAIT).await {
+                        Next::Frame(actual) => {
+                            matches(expected, Some(&actual), "frame", &mut self.vars)
+                                .map_err(|e| format!("{e}\n    whole frame: {actual}"))
+                        }
+                        other => Err(format!("expected {expected}, got {other:?}")),
+                    },
                 }
             }
-            return Ok(());
-        }
-        if arg == "nothing" {
-            return match self.client(name)?.next_within(QUIET).await {
-                Next::Timeout => Ok(()),
-                other => Err(format!("expected nothing, got {other:?}")),
-            };
-        }
-        if let Some(code) = arg.strip_prefix("closed") {
-            let code: u16 = code.trim().parse().map_err(|_| "closed CODE".to_string())?;
-            return match self.client(name)?.next_within(support::WAIT).await {
-                Next::Closed(Some(c)) if c == code => Ok(()),
-                other => Err(format!("expected close {code}, got {other:?}")),
-            };
-        }
-        let expected: Value =
-            serde_json::from_str(arg).map_err(|e| format!("bad JSON in transcript: {e}"))?;
-        let next = self.client(name)?.next_within(support::WAIT).await;
-        match next {
-            Next::Frame(actual) => matches(&expected, Some(&actual), "frame", &mut self.vars)
-                .map_err(|e| format!("{e}\n    whole frame: {actual}")),
-            other => Err(format!("expected {expected}, got {other:?}")),
         }
     }
 }
@@ -310,13 +271,16 @@ async fn run_file(path: &Path) -> Result<(), String> {
         clients: HashMap::new(),
         vars: HashMap::new(),
     };
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if let Err(e) = run.step(line).await {
-            return Err(format!("{}:{}: {line}\n    {e}", path.display(), i + 1));
+    // The whole file is read first: a typo on the last line fails before any server starts.
+    let lines = transcript::parse(&text).map_err(|e| format!("{}:{e}", path.display()))?;
+    for line in &lines {
+        if let Err(e) = run.step(&line.step).await {
+            return Err(format!(
+                "{}:{}: {}\n    {e}",
+                path.display(),
+                line.number,
+                line.text
+            ));
         }
     }
     // Hang up first: a client that neither reads nor answers the server's close would hold
