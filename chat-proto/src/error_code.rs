@@ -55,6 +55,10 @@ pub enum ErrorCode {
     /// Too many frames: wait `retry_after_ms` before sending again. Continuing to send closes
     /// the connection with 4009.
     RateLimited,
+    /// The user already has as many connections as the server allows one user.
+    TooManyConnections,
+    /// A per-user quota is used up (rooms created, invites sent): the message names it.
+    LimitReached,
     /// The server failed to complete the request (e.g. storage error). Safe to retry; a `send`
     /// retried with the same `id` is stored at most once.
     Internal,
@@ -89,6 +93,8 @@ impl ErrorCode {
             Self::NotMember => "not_member",
             Self::Forbidden => "forbidden",
             Self::RateLimited => "rate_limited",
+            Self::TooManyConnections => "too_many_connections",
+            Self::LimitReached => "limit_reached",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
         }
@@ -119,6 +125,8 @@ impl ErrorCode {
         Self::NotMember,
         Self::Forbidden,
         Self::RateLimited,
+        Self::TooManyConnections,
+        Self::LimitReached,
         Self::Internal,
         Self::Unavailable,
     ];

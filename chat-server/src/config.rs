@@ -43,6 +43,31 @@ pub enum Registration {
     Closed,
 }
 
+/// Parses a size: `4MiB`, `512KiB`, `1GiB` or a bare number of bytes.
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size: write e.g. 65536, 512KiB, 4MiB or 1GiB"))?;
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "`{s}` has unknown unit `{other}`: use KiB, MiB or GiB"
+            ));
+        }
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
 /// Parses `250ms`, `20s`, `2m` or a bare number of seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -121,6 +146,16 @@ pub struct ServeArgs {
     #[arg(long, env = "CHAT_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
 
+    /// Unsent bytes one client may have before it counts as not reading (see docs/protocol.md
+    /// §7.4): events past it close the connection (4008), replies wait for it to drain.
+    #[arg(long, env = "CHAT_OUTBOUND_QUEUE_BYTES", default_value = "4MiB", value_parser = parse_bytes)]
+    pub outbound_queue_bytes: usize,
+
+    /// Unsent bytes across all connections: at the bound, connections that are behind are
+    /// closed (4008) and replies wait (then `rate_limited`).
+    #[arg(long, env = "CHAT_OUTBOUND_TOTAL_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    pub outbound_total_bytes: usize,
+
     /// Messages sent with `joined` when the client gives no since_seq.
     #[arg(long, env = "CHAT_HISTORY_ON_JOIN", default_value_t = 50)]
     pub history_on_join: u32,
@@ -132,6 +167,35 @@ pub struct ServeArgs {
     /// Most simultaneous connections; more are answered with HTTP 503.
     #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 18_000)]
     pub max_connections: usize,
+
+    /// Of --max-connections, the slots kept for users who already have a connection (a new
+    /// device of a logged-in user, with its token in the upgrade request).
+    #[arg(long, env = "CHAT_RESERVED_CONNECTIONS", default_value_t = 500)]
+    pub reserved_connections: usize,
+
+    /// Connections not yet authenticated, across the server; more get HTTP 503.
+    #[arg(long, env = "CHAT_MAX_UNAUTHENTICATED", default_value_t = 2_000)]
+    pub max_unauthenticated: usize,
+
+    /// Connections from one source IP address; 0 = no limit. More get HTTP 503.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
+    /// Not-yet-authenticated connections from one source IP address; 0 = no limit.
+    #[arg(long, env = "CHAT_MAX_UNAUTHENTICATED_PER_IP", default_value_t = 32)]
+    pub max_unauthenticated_per_ip: usize,
+
+    /// Authenticated connections of one user; more are refused (`too_many_connections`).
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
+    pub max_connections_per_user: usize,
+
+    /// Rooms one user may create (direct-message rooms not counted); 0 = no limit.
+    #[arg(long, env = "CHAT_MAX_ROOMS_PER_USER", default_value_t = 50)]
+    pub max_rooms_per_user: u32,
+
+    /// Invites one user may send per hour; 0 = no limit.
+    #[arg(long, env = "CHAT_MAX_INVITES_PER_HOUR", default_value_t = 200)]
+    pub max_invites_per_hour: u32,
 }
 
 /// Everything the server needs to run, resolved from flags (or built directly by tests).
@@ -151,9 +215,21 @@ pub struct Config {
     pub rate_burst: u32,
     pub rate_strikes: u32,
     pub outbound_queue: usize,
+    pub outbound_queue_bytes: usize,
+    pub outbound_total_bytes: usize,
     pub history_on_join: u32,
     pub max_replay: u64,
     pub max_connections: usize,
+    pub reserved_connections: usize,
+    pub max_unauthenticated: usize,
+    pub max_connections_per_ip: usize,
+    pub max_unauthenticated_per_ip: usize,
+    pub max_connections_per_user: usize,
+    pub max_rooms_per_user: u32,
+    pub max_invites_per_hour: u32,
+    /// How long a reply that grows with the data waits for room in the outbound bounds before
+    /// the request is refused (not a flag: tests shorten it).
+    pub reply_wait: Duration,
 }
 
 /// Where the database lives when `--db` is not given.
@@ -174,6 +250,17 @@ impl ServeArgs {
         }
         if self.outbound_queue == 0 || self.max_connections == 0 {
             return Err("--outbound-queue and --max-connections must be at least 1".into());
+        }
+        if self.reserved_connections >= self.max_connections {
+            return Err("--reserved-connections must be below --max-connections".into());
+        }
+        if self.max_unauthenticated == 0 || self.max_connections_per_user == 0 {
+            return Err(
+                "--max-unauthenticated and --max-connections-per-user must be at least 1".into(),
+            );
+        }
+        if self.outbound_queue_bytes < chat_proto::limits::MAX_FRAME_BYTES {
+            return Err("--outbound-queue-bytes must be at least 64KiB".into());
         }
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
@@ -200,11 +287,21 @@ impl ServeArgs {
             rate_burst: self.rate_burst.max(1),
             rate_strikes: self.rate_strikes.max(1),
             outbound_queue: self.outbound_queue,
+            outbound_queue_bytes: self.outbound_queue_bytes,
+            outbound_total_bytes: self.outbound_total_bytes.max(self.outbound_queue_bytes),
             history_on_join: self
                 .history_on_join
                 .min(chat_proto::limits::HISTORY_PAGE_MAX),
             max_replay: self.max_replay,
             max_connections: self.max_connections,
+            reserved_connections: self.reserved_connections,
+            max_unauthenticated: self.max_unauthenticated,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_unauthenticated_per_ip: self.max_unauthenticated_per_ip,
+            max_connections_per_user: self.max_connections_per_user,
+            max_rooms_per_user: self.max_rooms_per_user,
+            max_invites_per_hour: self.max_invites_per_hour,
+            reply_wait: Duration::from_secs(10),
         })
     }
 }
@@ -242,6 +339,17 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("5h").unwrap_err().contains("ms, s or m"));
+    }
+
+    #[test]
+    fn sizes_parse_and_refuse_nonsense() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_bytes("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert!(parse_bytes("4MB").unwrap_err().contains("KiB, MiB or GiB"));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("99999999999999999999GiB").is_err());
     }
 
     #[test]

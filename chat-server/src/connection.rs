@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::admission::{Refusal, Ticket};
 use crate::auth::token_hash;
 use crate::handshake;
 use crate::outbox::{Out, Outbox, OutboxReceiver};
@@ -30,6 +31,10 @@ use crate::session::Session;
 const MAX_BATCH: usize = 256;
 /// How long a closing connection may take to flush what is queued and say goodbye.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// The same for a slow consumer (4008), whose queue was dropped at the kick: its close frame
+/// waits behind what the socket buffers already hold, which a slow reader takes a while to
+/// read, and the connection holds no queue meanwhile, only its socket.
+const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// tungstenite's defaults reserve about 128 KiB of buffers per connection. Chat frames are small:
 /// the read buffer is 512 bytes (it is zero-filled, so every byte of it is resident for the life of
@@ -67,12 +72,13 @@ type Ws = WebSocketStream<crate::tls::Stream>;
 
 /// Serves one TCP connection to the end. Errors stay here: they are logged, never returned to
 /// the accept loop.
-pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
+/// `ticket` is its connection slot, held until the end.
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, ticket: Ticket) {
     // This future lives as long as the connection, so what is used once (the HTTP upgrade) or
     // briefly (a request) is boxed and gone when done, not kept in its state: an idle
     // connection's cost is mostly this future, the writer's, and the socket buffers (see
     // docs/benchmarks.md, "Idle connections").
-    let Some((ws, mut session, outbox, orx)) = Box::pin(open(tcp, peer, &ctx)).await else {
+    let Some((ws, mut session, outbox, orx)) = Box::pin(open(tcp, peer, &ctx, ticket)).await else {
         return;
     };
     let (sink, mut stream) = ws.split();
@@ -156,9 +162,10 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
     // When the server is the one closing, keep reading (and discarding) until the client's
     // close reply or the grace period: a socket dropped with unread input is reset by the
     // kernel, and the reset can destroy the close frame before the client reads its code.
+    let grace = close_grace(outbox.close_reason().map_or(close::NORMAL, |c| c.0));
     let linger = async {
         if !peer_gone {
-            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            let _ = tokio::time::timeout(grace, async {
                 while let Some(Ok(_)) = stream.next().await {}
             })
             .await;
@@ -179,6 +186,7 @@ async fn open(
     tcp: TcpStream,
     peer: SocketAddr,
     ctx: &Arc<Ctx>,
+    ticket: Ticket,
 ) -> Option<(Ws, Session, Arc<Outbox>, OutboxReceiver)> {
     // The TLS handshake (when on) and the request head share one deadline, here in the
     // connection's task: a stalled handshake holds neither the accept loop nor a slot for long.
@@ -193,21 +201,47 @@ async fn open(
             return None;
         }
     };
-    let (outbox, orx) = Outbox::new(ctx.config.outbound_queue);
-    let mut session = Session::new(ctx.clone(), outbox.clone());
-    if let Some(token) = &upgrade.bearer {
-        match session.check_token(token).await {
-            Ok(user) => session.become_authed(&user, token_hash(token)),
+    let (outbox, orx) = Outbox::new(
+        ctx.config.outbound_queue,
+        ctx.config.outbound_queue_bytes,
+        ctx.budget.clone(),
+    );
+    let in_reserve = ticket.in_reserve();
+    let mut session = Session::new(ctx.clone(), outbox.clone(), ticket);
+    let refused = match &upgrade.bearer {
+        Some(token) => match session.check_token(token).await {
+            // A reserve slot is for a user who is already connected: a new device, not a
+            // new account filling the server.
+            Ok(user) if in_reserve && ctx.hub.user_connections(&user) == 0 => Some((
+                503,
+                "Service Unavailable",
+                Refusal::ReserveOnly.message().to_owned(),
+            )),
+            Ok(user) => match session.become_authed(&user, token_hash(token)) {
+                Ok(()) => None,
+                Err(fail) => Some((503, "Service Unavailable", format!("{}\n", fail.message))),
+            },
             Err(fail) => {
                 tracing::debug!(%peer, "bearer token refused");
-                let (status, reason) = match fail.code {
-                    chat_proto::ErrorCode::InvalidToken => (401, "Unauthorized"),
-                    _ => (503, "Service Unavailable"),
-                };
-                handshake::reply(&mut tcp, status, reason, &format!("{}\n", fail.message)).await;
-                return None;
+                Some(match fail.code {
+                    chat_proto::ErrorCode::InvalidToken => {
+                        (401, "Unauthorized", format!("{}\n", fail.message))
+                    }
+                    _ => (503, "Service Unavailable", format!("{}\n", fail.message)),
+                })
             }
-        }
+        },
+        None if in_reserve => Some((
+            503,
+            "Service Unavailable",
+            Refusal::ReserveOnly.message().to_owned(),
+        )),
+        None => None,
+    };
+    if let Some((status, reason, body)) = refused {
+        handshake::reply(&mut tcp, status, reason, &body).await;
+        session.finish();
+        return None;
     }
     if handshake::accept(&mut tcp, &upgrade.request).await.is_err() {
         session.finish();
@@ -274,6 +308,7 @@ async fn write_loop(
             for frame in out.frames() {
                 feed(&mut sink, frame, &mut unfinished).await?;
             }
+            orx.written(&out);
         }
         sink.send(Message::Close(Some(CloseFrame {
             code: CloseCode::from(code),
@@ -283,7 +318,15 @@ async fn write_loop(
         // Wait for the client's close reply (the stream half sees it) briefly; then drop.
         sink.close().await
     };
-    let _ = tokio::time::timeout(CLOSE_GRACE, goodbye).await;
+    let _ = tokio::time::timeout(close_grace(code), goodbye).await;
+}
+
+fn close_grace(code: u16) -> Duration {
+    if code == close::SLOW_CONSUMER {
+        SLOW_CLOSE_GRACE
+    } else {
+        CLOSE_GRACE
+    }
 }
 
 /// Text messages longer than this go out as WebSocket fragments of this size.
@@ -343,6 +386,8 @@ async fn write_batch(
         for frame in out.frames() {
             feed(sink, frame, unfinished).await?;
         }
+        // Handed to tungstenite, which holds at most a fragment of it past its write buffer.
+        rx.written(&out);
         items += 1;
         next = if items < MAX_BATCH {
             rx.try_recv()

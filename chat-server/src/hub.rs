@@ -60,6 +60,8 @@ struct Sub {
     /// `Some` while the connection is joining: live frames wait here until its history snapshot
     /// has been queued, so it gets every message once and in order.
     held: Option<Vec<Held>>,
+    /// Bytes of the frames in `held`, bounded like an outbox's unsent bytes.
+    held_bytes: usize,
     /// The highest seq this connection already has (from its snapshot or live). A message at or
     /// below it is dropped: a message the snapshot read as committed may be *published* only
     /// after the join went live, and rooms publish in seq order, so this drops exactly the
@@ -97,6 +99,10 @@ pub struct HubConfig {
     pub typing_timeout: Duration,
     /// Most frames held for one joining connection; past it the connection is a slow consumer.
     pub max_held: usize,
+    /// Most bytes held for one joining connection, the same way.
+    pub max_held_bytes: usize,
+    /// Most authenticated connections of one user.
+    pub max_connections_per_user: usize,
     pub rate_per_sec: u32,
     pub rate_burst: u32,
     /// At most one presence frame per room per interval; zero sends each change at once.
@@ -152,6 +158,37 @@ fn presence_frame<'a>(
     })
 }
 
+/// Holds a live frame for a joining connection, or closes it (4008) when it already holds as
+/// many frames or bytes as an outbox may: a joiner that reads nothing cannot make the server
+/// hold more for it than a connection that is live. The held frames are dropped with the kick.
+fn hold(
+    held: &mut Vec<Held>,
+    held_bytes: &mut usize,
+    outbox: &Outbox,
+    seq: Option<u64>,
+    frame: &Utf8Bytes,
+    cfg: &HubConfig,
+) -> bool {
+    if outbox.is_kicked() {
+        return false;
+    }
+    if held.len() >= cfg.max_held || *held_bytes + frame.len() > cfg.max_held_bytes {
+        outbox.kick(
+            chat_proto::close::SLOW_CONSUMER,
+            "too much traffic while joining",
+        );
+        *held = Vec::new();
+        *held_bytes = 0;
+        return false;
+    }
+    *held_bytes += frame.len();
+    held.push(Held {
+        seq,
+        frame: frame.clone(),
+    });
+    true
+}
+
 impl Room {
     fn status_of(&self, user: &str) -> Status {
         match self.present.get(user) {
@@ -168,7 +205,7 @@ impl Room {
         frame: &Utf8Bytes,
         except_user: Option<&str>,
         except_conn: Option<ConnId>,
-        max_held: usize,
+        cfg: &HubConfig,
     ) {
         for (id, sub) in self.subs.iter_mut() {
             if Some(*id) == except_conn || except_user.is_some_and(|u| u == &*sub.user) {
@@ -183,16 +220,9 @@ impl Room {
                 }
             }
             match &mut sub.held {
-                Some(held) if held.len() >= max_held => {
-                    sub.outbox.kick(
-                        chat_proto::close::SLOW_CONSUMER,
-                        "too much traffic while joining",
-                    );
+                Some(held) => {
+                    hold(held, &mut sub.held_bytes, &sub.outbox, seq, frame, cfg);
                 }
-                Some(held) => held.push(Held {
-                    seq,
-                    frame: frame.clone(),
-                }),
                 None => {
                     sub.outbox.push(frame.clone());
                 }
@@ -206,7 +236,7 @@ impl Room {
         &mut self,
         items: &[(u64, Utf8Bytes)],
         all: &Arc<[Utf8Bytes]>,
-        max_held: usize,
+        cfg: &HubConfig,
     ) {
         let (Some(first), Some(last)) = (items.first().map(|i| i.0), items.last().map(|i| i.0))
         else {
@@ -218,17 +248,16 @@ impl Room {
             }
             if let Some(held) = &mut sub.held {
                 for (seq, frame) in items.iter().filter(|(s, _)| *s > sub.floor) {
-                    if held.len() >= max_held {
-                        sub.outbox.kick(
-                            chat_proto::close::SLOW_CONSUMER,
-                            "too much traffic while joining",
-                        );
+                    if !hold(
+                        held,
+                        &mut sub.held_bytes,
+                        &sub.outbox,
+                        Some(*seq),
+                        frame,
+                        cfg,
+                    ) {
                         break;
                     }
-                    held.push(Held {
-                        seq: Some(*seq),
-                        frame: frame.clone(),
-                    });
                 }
                 continue;
             }
@@ -264,7 +293,7 @@ impl Room {
         if self.pending.is_empty() && quiet {
             self.last_presence = Some(now);
             let f = presence_frame(room, [(&**user, status)]);
-            self.deliver(None, &f, None, except_conn, cfg.max_held);
+            self.deliver(None, &f, None, except_conn, cfg);
             return;
         }
         match self.pending_at.entry(user.clone()) {
@@ -289,17 +318,17 @@ impl Room {
         self.pending_at.clear();
         let pending = std::mem::take(&mut self.pending);
         let f = presence_frame(room, pending.iter().map(|(u, s)| (&**u, *s)));
-        self.deliver(None, &f, None, None, cfg.max_held);
+        self.deliver(None, &f, None, None, cfg);
     }
 
-    fn stop_typing(&mut self, room: &str, user: &str, max_held: usize) {
+    fn stop_typing(&mut self, room: &str, user: &str, cfg: &HubConfig) {
         if self.typing.remove(user).is_some() {
             let f = frame(&ServerFrame::Typing {
                 room: room.to_owned(),
                 user: user.to_owned(),
                 active: false,
             });
-            self.deliver(None, &f, Some(user), None, max_held);
+            self.deliver(None, &f, Some(user), None, cfg);
         }
     }
 
@@ -322,7 +351,7 @@ impl Room {
             }
         };
         if last {
-            self.stop_typing(room, &sub.user, cfg.max_held);
+            self.stop_typing(room, &sub.user, cfg);
             if announce {
                 self.presence(room, &sub.user, Status::Offline, None, cfg);
             }
@@ -360,14 +389,30 @@ impl Hub {
         }
     }
 
-    /// Adds an authenticated connection.
+    /// Connections `user` has on this node.
+    pub fn user_connections(&self, user: &str) -> usize {
+        lock(&self.registry)
+            .users
+            .get(user)
+            .map_or(0, |u| u.conns.len())
+    }
+
+    /// Adds an authenticated connection; `None` when the user already has
+    /// `max_connections_per_user` of them.
     pub fn register(
         &self,
         user: &str,
         token_hash: Option<[u8; 32]>,
         outbox: Arc<Outbox>,
-    ) -> Registered {
+    ) -> Option<Registered> {
         let mut reg = lock(&self.registry);
+        if reg
+            .users
+            .get(user)
+            .is_some_and(|u| u.conns.len() >= self.config.max_connections_per_user)
+        {
+            return None;
+        }
         reg.next_id += 1;
         let id = reg.next_id;
         let (user, state) = match reg.users.get_key_value(user) {
@@ -401,7 +446,7 @@ impl Hub {
                 rooms: HashSet::new(),
             },
         );
-        Registered { id, user, state }
+        Some(Registered { id, user, state })
     }
 
     /// Removes a connection from every room (announcing presence) and from the registry.
@@ -459,6 +504,7 @@ impl Hub {
                     user: reg.user.clone(),
                     outbox,
                     held: Some(Vec::new()),
+                    held_bytes: 0,
                     floor: 0,
                 });
                 let p = room.present.entry(reg.user.clone()).or_insert(Present {
@@ -488,6 +534,7 @@ impl Hub {
             return;
         };
         sub.floor = sub.floor.max(upto);
+        sub.held_bytes = 0;
         for held in sub.held.take().unwrap_or_default() {
             if let Some(s) = held.seq {
                 if s <= sub.floor {
@@ -525,7 +572,7 @@ impl Hub {
         };
         let mut room = lock(&room);
         if !active {
-            room.stop_typing(room_name, user, self.config.max_held);
+            room.stop_typing(room_name, user, &self.config);
             return;
         }
         let Some(key) = room.present.get_key_value(user).map(|(k, _)| k.clone()) else {
@@ -538,7 +585,7 @@ impl Hub {
             user: user.to_owned(),
             active: true,
         });
-        room.deliver(None, &f, Some(user), None, self.config.max_held);
+        room.deliver(None, &f, Some(user), None, &self.config);
     }
 
     /// Timer work, for every room: clears typing indicators that were not refreshed in time and
@@ -558,7 +605,7 @@ impl Hub {
                 .map(|(u, _)| u.clone())
                 .collect();
             for user in expired {
-                room.stop_typing(&name, &user, self.config.max_held);
+                room.stop_typing(&name, &user, &self.config);
             }
         }
     }
@@ -593,13 +640,13 @@ impl Hub {
         match event {
             Event::Room { room, seq, frame } => {
                 if let Some(r) = self.room(&room) {
-                    lock(&r).deliver(seq, &frame, None, None, self.config.max_held);
+                    lock(&r).deliver(seq, &frame, None, None, &self.config);
                 }
             }
             Event::Messages { room, items } => {
                 if let Some(r) = self.room(&room) {
                     let all: Arc<[Utf8Bytes]> = items.iter().map(|(_, f)| f.clone()).collect();
-                    lock(&r).deliver_messages(&items, &all, self.config.max_held);
+                    lock(&r).deliver_messages(&items, &all, &self.config);
                 }
             }
             Event::User { user, frame } => {
@@ -664,7 +711,7 @@ impl Hub {
                 room: room_name.to_owned(),
                 user: user.to_owned(),
             });
-            room.deliver(None, &f, None, None, self.config.max_held);
+            room.deliver(None, &f, None, None, &self.config);
         }
         self.gc_room(room_name);
     }
@@ -684,6 +731,8 @@ mod tests {
         Hub::new(HubConfig {
             typing_timeout: Duration::from_millis(50),
             max_held: 8,
+            max_held_bytes: 1 << 20,
+            max_connections_per_user: 1000,
             rate_per_sec: 0,
             rate_burst: 1,
             presence_interval: Duration::ZERO,
@@ -691,8 +740,8 @@ mod tests {
     }
 
     fn conn(h: &Hub, user: &str) -> (Registered, OutboxReceiver) {
-        let (out, rx) = Outbox::new(64);
-        (h.register(user, None, out), rx)
+        let (out, rx) = Outbox::new(64, 1 << 30, crate::outbox::Budget::new(1 << 30));
+        (h.register(user, None, out).expect("under the cap"), rx)
     }
 
     fn drain(rx: &mut OutboxReceiver) -> Vec<serde_json::Value> {
@@ -900,8 +949,10 @@ mod tests {
     #[test]
     fn too_much_held_while_joining_is_a_slow_consumer() {
         let h = hub();
-        let (out, _rx) = Outbox::new(64);
-        let a = h.register("alice", None, out.clone());
+        let (out, _rx) = Outbox::new(64, 1 << 30, crate::outbox::Budget::new(1 << 30));
+        let a = h
+            .register("alice", None, out.clone())
+            .expect("under the cap");
         h.subscribe("r", &a);
         for s in 1..=9 {
             h.dispatch(msg(s));
@@ -967,10 +1018,12 @@ mod tests {
     #[test]
     fn revoking_a_token_kicks_its_connections_only() {
         let h = hub();
-        let (o1, _r1) = Outbox::new(4);
-        let (o2, _r2) = Outbox::new(4);
-        h.register("alice", Some([1; 32]), o1.clone());
-        h.register("alice", Some([2; 32]), o2.clone());
+        let (o1, _r1) = Outbox::new(4, 1 << 30, crate::outbox::Budget::new(1 << 30));
+        let (o2, _r2) = Outbox::new(4, 1 << 30, crate::outbox::Budget::new(1 << 30));
+        h.register("alice", Some([1; 32]), o1.clone())
+            .expect("under the cap");
+        h.register("alice", Some([2; 32]), o2.clone())
+            .expect("under the cap");
         h.dispatch(Event::TokenRevoked { hash: [1; 32] });
         assert_eq!(
             o1.close_reason().map(|c| c.0),

@@ -1,6 +1,7 @@
 //! chat-server as a library: the binary in `main.rs` is flags around [`server::start`], and the
 //! integration tests start the same server on an ephemeral port.
 
+pub mod admission;
 pub mod auth;
 pub mod broker;
 pub mod clock;
@@ -14,9 +15,11 @@ pub mod hasher;
 pub mod hub;
 pub mod outbox;
 pub mod rate;
+mod reply;
 pub mod server;
 mod session;
 pub mod store;
+pub mod throttle;
 pub mod tls;
 // The `.chat` transcript parser shared by `tests/transcripts.rs` and `fuzz/`; not used by the server.
 #[doc(hidden)]

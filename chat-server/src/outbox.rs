@@ -1,10 +1,22 @@
-//! A connection's outbound side as the rest of the server sees it: a bounded queue of encoded
-//! frames and a way to close the connection with a code. Everything that writes to a client
-//! goes through here, so the slow-consumer policy lives in one place.
+//! A connection's outbound side as the rest of the server sees it: a queue of encoded frames,
+//! bounded in frames and in bytes, a share of the server-wide [`Budget`] of unsent bytes, and a
+//! way to close the connection with a code. Everything that writes to a client goes through
+//! here, so the slow-consumer policy lives in one place.
+//!
+//! Two kinds of pushes, two policies at the bounds:
+//! - events and broadcasts ([`Outbox::push`], [`Outbox::push_many`]) never wait: a connection
+//!   that already has unsent bytes and would pass its own bound, or the server's total, is
+//!   closed with 4008 (it catches up with `since_seq`). A connection with nothing unsent always
+//!   takes one more frame, so a client that keeps up is never closed for someone else's backlog.
+//! - replies that grow with the data (`history`, `joined`, `replay`, `room_list`) first take a
+//!   [`Reservation`] of their largest size ([`Outbox::reserve`]), waiting while this connection
+//!   is behind or the server's total is at its bound: back-pressure on the request instead of
+//!   memory. They are built only once it is granted.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -24,7 +36,102 @@ impl Out {
             Out::Many(fs) => fs,
         }
     }
+
+    /// The bytes this item puts on the wire (its frames' text).
+    pub fn bytes(&self) -> usize {
+        self.frames().iter().map(|f| f.len()).sum()
+    }
 }
+
+/// The server-wide bound on unsent bytes, shared by every connection's outbox. Each connection's
+/// queued and in-flight bytes count here, a frame shared by several recipients once per
+/// recipient: the sum is an upper bound of the memory they hold, never an underestimate.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicUsize,
+    limit: usize,
+    /// Connections closed with 4008 so far: what an operator (and a test) watches.
+    slow_consumers: AtomicU64,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            used: AtomicUsize::new(0),
+            limit: limit.max(1),
+            slow_consumers: AtomicU64::new(0),
+        })
+    }
+
+    /// Unsent bytes across the server, reservations included.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Connections closed as slow consumers (4008) since the server started.
+    pub fn slow_consumers(&self) -> u64 {
+        self.slow_consumers.load(Ordering::Relaxed)
+    }
+
+    fn over(&self, more: usize) -> bool {
+        self.used().saturating_add(more) > self.limit
+    }
+
+    fn add(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn release(&self, n: usize) {
+        // Saturating: a release never wraps the counter, whatever the order of events.
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+
+    /// Takes `n` bytes if they fit under the limit.
+    fn try_take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                (u.saturating_add(n) <= self.limit).then_some(u + n)
+            })
+            .is_ok()
+    }
+}
+
+/// Bytes held for a reply not built yet; given back when dropped (the pushed reply then counts
+/// its actual size).
+#[must_use]
+pub struct Reservation {
+    budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
+/// Why a reservation was not granted within its wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// This connection's unsent bytes did not drain: the client is not reading.
+    Connection,
+    /// The server's total stayed at its bound.
+    Server,
+    /// The connection is closing.
+    Closed,
+}
+
+/// How often a waiting reservation looks again. Waits happen only under congestion, and a
+/// reply is one per connection at a time, so polling costs less than a wakeup on every write.
+const RESERVE_POLL: Duration = Duration::from_millis(10);
 
 /// A queue that drained back to empty keeps at most this many slots: a burst may grow it, an
 /// idle connection does not keep the burst's memory. (A tokio mpsc channel keeps a 32-slot
@@ -33,11 +140,15 @@ const IDLE_SLOTS: usize = 4;
 
 /// One client's outbound queue and kill switch.
 pub struct Outbox {
-    /// Bounded by `capacity` frames (a run of messages counts each of them): a client that stops
-    /// reading fills it, and is then disconnected rather than allowed to grow the server's
-    /// memory or the time its frames wait. The lock is held only to push or pop.
+    /// Bounded by `max_frames` frames (a run of messages counts each of them) and `max_bytes`
+    /// unsent bytes: a client that stops reading fills it, and is then disconnected rather than
+    /// allowed to grow the server's memory or the time its frames wait. The lock is held only
+    /// to push or pop.
     queue: Mutex<Queue>,
-    capacity: usize,
+    max_frames: usize,
+    max_bytes: usize,
+    /// The server-wide total this connection's unsent bytes count in.
+    budget: Arc<Budget>,
     ready: Notify,
     /// Set when the receiving side is gone: pushing is pointless.
     closed: AtomicBool,
@@ -52,6 +163,9 @@ struct Queue {
     items: VecDeque<Out>,
     /// Frames in `items`.
     frames: usize,
+    /// Bytes of `items` plus those of the item the writer has taken and not finished writing:
+    /// what this connection holds that the client has not been sent.
+    bytes: usize,
 }
 
 /// What the writer task needs: the receiving end and the kick signal.
@@ -61,7 +175,8 @@ pub struct OutboxReceiver {
 }
 
 impl OutboxReceiver {
-    /// The next queued item, without waiting.
+    /// The next queued item, without waiting. Its bytes count as unsent until
+    /// [`OutboxReceiver::written`].
     pub fn try_recv(&mut self) -> Option<Out> {
         let mut q = lock(&self.outbox.queue);
         let out = q.items.pop_front();
@@ -84,12 +199,17 @@ impl OutboxReceiver {
             self.outbox.ready.notified().await;
         }
     }
+
+    /// An item taken with `try_recv`/`recv` has been handed to the socket.
+    pub fn written(&mut self, out: &Out) {
+        self.outbox.release(out.bytes());
+    }
 }
 
 impl Drop for OutboxReceiver {
     fn drop(&mut self) {
         self.outbox.closed.store(true, Ordering::Relaxed);
-        *lock(&self.outbox.queue) = Queue::default();
+        self.outbox.clear();
     }
 }
 
@@ -98,11 +218,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Outbox {
-    pub fn new(capacity: usize) -> (Arc<Self>, OutboxReceiver) {
+    /// An outbox bounded by `max_frames` queued frames and `max_bytes` unsent bytes, counting
+    /// in `budget`.
+    pub fn new(
+        max_frames: usize,
+        max_bytes: usize,
+        budget: Arc<Budget>,
+    ) -> (Arc<Self>, OutboxReceiver) {
         let kick = CancellationToken::new();
         let outbox = Arc::new(Self {
             queue: Mutex::new(Queue::default()),
-            capacity: capacity.max(1),
+            max_frames: max_frames.max(1),
+            max_bytes: max_bytes.max(1),
+            budget,
             ready: Notify::new(),
             closed: AtomicBool::new(false),
             kick: kick.clone(),
@@ -111,39 +239,109 @@ impl Outbox {
         (outbox.clone(), OutboxReceiver { outbox, kick })
     }
 
-    /// Queues a frame without waiting. A full queue means the client stopped reading: it is
+    /// Queues a frame without waiting. A connection that is behind and at a bound is
     /// disconnected with 4008 and the frame is dropped (it will catch up with `since_seq`).
     pub fn push(&self, frame: Utf8Bytes) -> bool {
-        self.push_out(Out::One(frame))
+        self.push_out(Out::One(frame), false)
     }
 
     /// Queues a run of messages as one item: one wakeup and one write for the whole run.
     pub fn push_many(&self, frames: Arc<[Utf8Bytes]>) -> bool {
-        self.push_out(Out::Many(frames))
+        self.push_out(Out::Many(frames), false)
     }
 
-    fn push_out(&self, out: Out) -> bool {
+    /// Queues a reply whose bytes were reserved with [`Outbox::reserve`]: it is queued whatever
+    /// the bounds say, since the reservation already made room for it.
+    pub fn push_reserved(&self, frame: Utf8Bytes, reservation: Reservation) -> bool {
+        let pushed = self.push_out(Out::One(frame), true);
+        drop(reservation);
+        pushed
+    }
+
+    fn push_out(&self, out: Out, reserved: bool) -> bool {
         if self.closed.load(Ordering::Relaxed) {
             return false;
         }
+        let bytes = out.bytes();
         {
             let mut q = lock(&self.queue);
             let n = out.frames().len();
-            if q.frames + n > self.capacity && q.frames > 0 {
+            let behind = q.bytes > 0;
+            let over_here = q.frames + n > self.max_frames || q.bytes + bytes > self.max_bytes;
+            let over_server = self.budget.over(bytes);
+            if behind && !reserved && (over_here || over_server) {
                 drop(q);
-                self.kick(chat_proto::close::SLOW_CONSUMER, "outbound queue full");
+                let reason = if over_here {
+                    "outbound queue full"
+                } else {
+                    "server outbound memory full"
+                };
+                self.kick(chat_proto::close::SLOW_CONSUMER, reason);
                 return false;
             }
             q.frames += n;
+            q.bytes += bytes;
+            self.budget.add(bytes);
             q.items.push_back(out);
         }
         self.ready.notify_one();
         true
     }
 
+    /// Waits, up to `wait`, until a reply of up to `bytes` fits: this connection has room under
+    /// its own byte bound (or nothing unsent) and the server's total has room. The bytes are
+    /// then held for the reply until the [`Reservation`] is pushed or dropped.
+    pub async fn reserve(&self, bytes: usize, wait: Duration) -> Result<Reservation, Full> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if self.closed.load(Ordering::Relaxed) || self.kick.is_cancelled() {
+                return Err(Full::Closed);
+            }
+            let unsent = self.unsent_bytes();
+            let here = unsent == 0 || unsent + bytes <= self.max_bytes;
+            if here && self.budget.try_take(bytes) {
+                return Ok(Reservation {
+                    budget: self.budget.clone(),
+                    bytes,
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(if here { Full::Server } else { Full::Connection });
+            }
+            tokio::select! {
+                _ = self.kick.cancelled() => return Err(Full::Closed),
+                _ = tokio::time::sleep(RESERVE_POLL) => {}
+            }
+        }
+    }
+
+    /// Bytes queued or being written and not yet handed to the socket.
+    pub fn unsent_bytes(&self) -> usize {
+        lock(&self.queue).bytes
+    }
+
+    fn release(&self, bytes: usize) {
+        let mut q = lock(&self.queue);
+        let n = bytes.min(q.bytes);
+        q.bytes -= n;
+        drop(q);
+        self.budget.release(n);
+    }
+
+    /// Drops everything unsent and gives its bytes back.
+    fn clear(&self) {
+        let held = std::mem::take(&mut *lock(&self.queue));
+        self.budget.release(held.bytes);
+    }
+
     /// Closes the connection with `code`: the writer sends the close frame and stops.
     pub fn kick(&self, code: u16, reason: &'static str) {
-        let _ = self.close.set((code, reason));
+        if self.close.set((code, reason)).is_ok() && code == chat_proto::close::SLOW_CONSUMER {
+            self.budget.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            // What it holds is never sent now: give the memory back at once rather than at
+            // the end of the close grace.
+            self.clear();
+        }
         self.kick.cancel();
     }
 
@@ -166,9 +364,15 @@ impl Outbox {
 mod tests {
     use super::*;
 
+    const BIG: usize = 1 << 30;
+
+    fn outbox(frames: usize, bytes: usize) -> (Arc<Outbox>, OutboxReceiver) {
+        Outbox::new(frames, bytes, Budget::new(BIG))
+    }
+
     #[test]
     fn full_queue_kicks_with_slow_consumer() {
-        let (out, mut rx) = Outbox::new(2);
+        let (out, mut rx) = outbox(2, BIG);
         assert!(out.push("a".into()));
         assert!(out.push("b".into()));
         assert!(!out.is_kicked());
@@ -184,28 +388,130 @@ mod tests {
             out.close_reason().map(|c| c.0),
             Some(chat_proto::close::SLOW_CONSUMER)
         );
-        assert_eq!(
-            rx.try_recv().map(|o| o.frames()[0].to_string()).as_deref(),
-            Some("a")
-        );
+        // What was queued is dropped with the kick: nothing of it will be sent.
+        assert!(rx.try_recv().is_none());
+        assert_eq!(out.unsent_bytes(), 0);
     }
 
     #[test]
     fn the_bound_counts_frames_not_runs() {
-        let (out, mut rx) = Outbox::new(4);
+        let (out, mut rx) = outbox(4, BIG);
         let run = |n: usize| -> Arc<[Utf8Bytes]> { (0..n).map(|i| i.to_string().into()).collect() };
         assert!(out.push_many(run(3)));
         assert!(!out.push_many(run(2)), "3 + 2 frames is over 4");
         assert!(out.is_kicked());
         // A run larger than the whole bound still goes to a client that has nothing queued.
-        let (out, _rx2) = Outbox::new(4);
+        let (out, _rx2) = outbox(4, BIG);
         assert!(out.push_many(run(10)));
-        assert!(rx.try_recv().is_some());
+        assert!(rx.try_recv().is_none(), "the kicked queue was emptied");
+    }
+
+    #[test]
+    fn the_byte_bound_counts_what_is_unsent_until_written() {
+        let (out, mut rx) = outbox(1000, 100);
+        assert!(out.push("x".repeat(60).into()));
+        // Taken by the writer but not yet written: still unsent, still counted.
+        let first = rx.try_recv().expect("queued");
+        assert_eq!(out.unsent_bytes(), 60);
+        assert!(out.push("y".repeat(30).into()));
+        assert_eq!(out.unsent_bytes(), 90);
+        rx.written(&first);
+        assert_eq!(out.unsent_bytes(), 30);
+        assert!(out.push("z".repeat(70).into()), "30 + 70 fits in 100");
+        assert!(!out.push("w".into()), "101 does not");
+        assert_eq!(
+            out.close_reason(),
+            Some((chat_proto::close::SLOW_CONSUMER, "outbound queue full"))
+        );
+        // A frame larger than the bound goes to a connection with nothing unsent.
+        let (out, _rx) = outbox(1000, 100);
+        assert!(out.push("big".repeat(100).into()));
+        assert!(!out.is_kicked());
+    }
+
+    #[test]
+    fn the_server_total_closes_connections_that_are_behind_not_those_keeping_up() {
+        let budget = Budget::new(100);
+        let (hog, _hog_rx) = Outbox::new(1000, BIG, budget.clone());
+        let (reader, mut reader_rx) = Outbox::new(1000, BIG, budget.clone());
+        assert!(hog.push("h".repeat(90).into()));
+        // Over the total: a connection with nothing unsent still gets its frame...
+        assert!(reader.push("r".repeat(20).into()));
+        assert_eq!(budget.used(), 110);
+        // ...and one that is behind is closed, its bytes given back.
+        assert!(!hog.push("h".into()));
+        assert_eq!(
+            hog.close_reason(),
+            Some((
+                chat_proto::close::SLOW_CONSUMER,
+                "server outbound memory full"
+            ))
+        );
+        assert_eq!(budget.used(), 20);
+        let f = reader_rx.try_recv().expect("queued");
+        reader_rx.written(&f);
+        assert_eq!(budget.used(), 0);
+        assert_eq!(budget.slow_consumers(), 1);
+    }
+
+    #[test]
+    fn a_dropped_receiver_gives_its_bytes_back() {
+        let budget = Budget::new(BIG);
+        let (out, rx) = Outbox::new(1000, BIG, budget.clone());
+        assert!(out.push("abc".into()));
+        assert_eq!(budget.used(), 3);
+        drop(rx);
+        assert_eq!(budget.used(), 0);
+        assert!(!out.push("after".into()), "nobody reads any more");
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reservation_waits_for_the_client_to_drain_and_for_server_room() {
+        let budget = Budget::new(1000);
+        let (out, mut rx) = Outbox::new(1000, 100, budget.clone());
+        assert!(out.push("q".repeat(80).into()));
+        // 80 unsent + 50 is over this connection's 100: not granted while nothing drains.
+        assert_eq!(
+            out.reserve(50, Duration::from_secs(1)).await.err(),
+            Some(Full::Connection)
+        );
+        // Drained while waiting: granted.
+        let drain = {
+            let out = out.clone();
+            let first = rx.try_recv().expect("queued");
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                rx.written(&first);
+                drop(out);
+                rx
+            })
+        };
+        let r = out
+            .reserve(50, Duration::from_secs(5))
+            .await
+            .expect("granted");
+        assert_eq!(budget.used(), 50, "held for the reply");
+        let _rx = drain.await.expect("drain");
+        assert!(out.push_reserved("reply".into(), r));
+        assert_eq!(budget.used(), 5, "the reservation became the reply's size");
+        // The server's total is the other bound.
+        let other = budget.try_take(990);
+        assert!(other);
+        assert_eq!(
+            out.reserve(50, Duration::from_secs(1)).await.err(),
+            Some(Full::Server)
+        );
+        out.kick(1000, "bye");
+        assert_eq!(
+            out.reserve(1, Duration::from_secs(1)).await.err(),
+            Some(Full::Closed)
+        );
     }
 
     #[tokio::test]
     async fn recv_waits_for_a_push_and_a_drained_burst_gives_its_memory_back() {
-        let (out, mut rx) = Outbox::new(1000);
+        let (out, mut rx) = outbox(1000, BIG);
         let pusher = {
             let out = out.clone();
             tokio::spawn(async move {

@@ -4,6 +4,14 @@
 
 use std::time::{Duration, Instant};
 
+/// A wait as the `retry_after_ms` a client is told: rounded up, so that a client that waits
+/// exactly that long is never early (truncating made such a client a rate-limit abuser).
+pub fn retry_after_ms(wait: Duration) -> u64 {
+    u64::try_from(wait.as_nanos().div_ceil(1_000_000))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
 /// A token bucket: `burst` tokens, refilled at `per_sec`.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
@@ -70,6 +78,21 @@ mod tests {
             assert!(b.take(later).is_ok());
         }
         assert!(b.take(later).is_err());
+    }
+
+    #[test]
+    fn retry_after_is_rounded_up_to_whole_milliseconds() {
+        assert_eq!(retry_after_ms(Duration::from_micros(49_001)), 50);
+        assert_eq!(retry_after_ms(Duration::from_millis(50)), 50);
+        assert_eq!(retry_after_ms(Duration::from_nanos(1)), 1);
+        assert_eq!(retry_after_ms(Duration::ZERO), 1);
+        // The bucket's own wait, told to a client that then waits exactly that: never early.
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(3, 1, t0);
+        assert!(b.take(t0).is_ok());
+        let wait = b.take(t0).expect_err("empty");
+        let told = Duration::from_millis(retry_after_ms(wait));
+        assert!(b.take(t0 + told).is_ok(), "{wait:?} told as {told:?}");
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,6 +23,12 @@ pub struct Ctx {
     pub broker: Arc<dyn Broker>,
     /// `Some` when serving wss://: each connection's task does its own handshake.
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// Backoff after failed logins, and each source's share of the hashing threads.
+    pub throttle: Arc<crate::throttle::Throttle>,
+    /// Connection slots: the caps per server, per address and for unauthenticated connections.
+    pub admission: Arc<crate::admission::Admission>,
+    /// The server-wide bound on unsent bytes that every connection's outbox counts in.
+    pub budget: Arc<crate::outbox::Budget>,
     /// Password hashing: two threads and a bounded queue (argon2 is slow and large on purpose).
     pub hasher: crate::hasher::Hasher,
     /// Shutdown step 1: readers stop taking frames.
@@ -55,6 +60,8 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> std::io::Result<Run
     let hub = Arc::new(Hub::new(HubConfig {
         typing_timeout: config.typing_timeout,
         max_held: config.outbound_queue,
+        max_held_bytes: config.outbound_queue_bytes,
+        max_connections_per_user: config.max_connections_per_user,
         rate_per_sec: config.rate_per_sec,
         rate_burst: config.rate_burst,
         presence_interval: config.presence_interval,
@@ -62,6 +69,15 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> std::io::Result<Run
     let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new(hub.clone()));
     let ctx = Arc::new(Ctx {
         hasher: crate::hasher::Hasher::new(2, 256)?,
+        budget: crate::outbox::Budget::new(config.outbound_total_bytes),
+        throttle: crate::throttle::Throttle::new(),
+        admission: crate::admission::Admission::new(crate::admission::Caps {
+            max_connections: config.max_connections,
+            reserved: config.reserved_connections,
+            max_unauthenticated: config.max_unauthenticated,
+            per_ip: config.max_connections_per_ip,
+            unauthenticated_per_ip: config.max_unauthenticated_per_ip,
+        }),
         config,
         store,
         hub,
@@ -97,7 +113,6 @@ async fn accept_loop(
     stop: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -117,23 +132,24 @@ async fn accept_loop(
         // client that reads slowly then fills the outbound queue and is closed (4008) within
         // seconds, instead of the kernel holding tens of seconds of its frames.
         let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(SEND_BUFFER);
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tasks.spawn(async move {
-                crate::handshake::reply(
-                    &mut tcp,
-                    503,
-                    "Service Unavailable",
-                    "too many connections\n",
-                )
-                .await;
-            });
-            continue;
+        let ticket = match ctx.admission.admit(peer.ip()) {
+            Ok(t) => t,
+            Err(refusal) => {
+                tracing::debug!(%peer, ?refusal, "connection refused");
+                tasks.spawn(async move {
+                    crate::handshake::reply(
+                        &mut tcp,
+                        503,
+                        "Service Unavailable",
+                        refusal.message(),
+                    )
+                    .await;
+                });
+                continue;
+            }
         };
         let ctx = ctx.clone();
-        tasks.spawn(async move {
-            crate::connection::serve(tcp, peer, ctx).await;
-            drop(slot);
-        });
+        tasks.spawn(crate::connection::serve(tcp, peer, ctx, ticket));
     }
 }
 
@@ -171,6 +187,16 @@ impl RunningServer {
     /// The hub, for tests that look at live state.
     pub fn hub(&self) -> &Hub {
         &self.ctx.hub
+    }
+
+    /// Connection slots in use: (all, of which not authenticated).
+    pub fn connection_slots(&self) -> (usize, usize) {
+        self.ctx.admission.counts()
+    }
+
+    /// The server-wide outbound bound and its counters.
+    pub fn outbound(&self) -> &crate::outbox::Budget {
+        &self.ctx.budget
     }
 
     /// Shuts down gracefully; returns once every connection task has ended.

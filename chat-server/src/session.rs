@@ -78,10 +78,12 @@ pub struct Session {
     retry_at: Option<Instant>,
     /// The `ref` of the frame being handled, echoed on its reply.
     pub reference: Option<Ref>,
+    /// This connection's slot (see `admission.rs`): told when the connection authenticates.
+    pub ticket: crate::admission::Ticket,
 }
 
 impl Session {
-    pub fn new(ctx: Arc<Ctx>, outbox: Arc<Outbox>) -> Self {
+    pub fn new(ctx: Arc<Ctx>, outbox: Arc<Outbox>, ticket: crate::admission::Ticket) -> Self {
         let now = Instant::now();
         let c = &ctx.config;
         Self {
@@ -94,6 +96,7 @@ impl Session {
             bad_frames: 0,
             retry_at: None,
             reference: None,
+            ticket,
         }
     }
 
@@ -105,6 +108,12 @@ impl Session {
     pub fn reply(&self, frame: &ServerFrame) {
         self.outbox
             .push(encode(frame, self.reference.as_ref()).into());
+    }
+
+    /// Sends `frame` as the reply to the current request, into the room `reservation` made.
+    pub fn reply_reserved(&self, frame: &ServerFrame, reservation: crate::outbox::Reservation) {
+        self.outbox
+            .push_reserved(encode(frame, self.reference.as_ref()).into(), reservation);
     }
 
     fn reply_fail(&self, fail: Fail) {
@@ -179,7 +188,7 @@ impl Session {
                 code: ErrorCode::RateLimited,
                 message: "too many frames; wait retry_after_ms before sending again".into(),
                 room: None,
-                retry_after_ms: Some(wait.as_millis().max(1) as u64),
+                retry_after_ms: Some(crate::rate::retry_after_ms(wait)),
             });
             // Only a frame sent before the previous refusal's retry_after_ms ran out is a strike:
             // a client that honours the hint is slowed down, never disconnected.

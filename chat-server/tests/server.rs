@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Client, Next, TestServer};
+use support::{Client, Next, TestServer, send_many, setup_room};
 
 /// Collects the seqs a joiner receives for `room` (snapshot, replay pages and live messages)
 /// until it has seen `last`. Panics on a duplicate, naming the frames that carried it.
@@ -38,31 +38,6 @@ async fn collect_until(c: &mut Client, last: u64) -> Vec<u64> {
             _ => {}
         }
     }
-}
-
-async fn setup_room(url: &str, owner: &str, room: &str) -> (Client, String) {
-    let (mut c, _) = Client::register(url, owner).await;
-    c.send(json!({"type":"create_room","room":room})).await;
-    c.recv_type("room_created").await;
-    let joined = c.join(room).await;
-    (c, joined["epoch"].as_str().expect("epoch").to_owned())
-}
-
-/// Sends `n` messages with ids `{prefix}{i}` without waiting for acks; returns when all are acked.
-async fn send_many(c: &mut Client, room: &str, prefix: &str, n: u64, body: &str) -> Vec<u64> {
-    for i in 0..n {
-        c.send(json!({"type":"send","room":room,"id":format!("{prefix}{i}"),"body":body}))
-            .await;
-    }
-    let mut seqs = Vec::new();
-    while (seqs.len() as u64) < n {
-        let v = c.recv().await;
-        if v["type"] == "ack" {
-            seqs.push(v["seq"].as_u64().expect("seq"));
-        }
-        assert_ne!(v["type"], "error", "{v}");
-    }
-    seqs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,13 +147,20 @@ async fn a_client_that_stops_reading_is_disconnected_with_4008() {
     let (mut sleepy, _) = Client::register(&url, "sleepy").await;
     sleepy.join("flood").await;
     sender.recv_type("presence").await;
-    // ~10 MB to a client that reads nothing: socket buffers fill, then its 16-frame queue.
-    // The sender reads its own acks and echoes as it goes (in steps of 4), or it too would be a
-    // slow consumer.
+    // Up to ~10 MB to a client that reads nothing: socket buffers fill, then its 16-frame
+    // queue. The sender reads its own acks and echoes as it goes (in steps of 4), or it too
+    // would be a slow consumer. It stops once the server has closed sleepy: sleepy then reads
+    // what its socket holds and must find the close frame behind it (the flood going on while
+    // nobody reads made the close frame miss its grace period on a busy machine).
     let body = "z".repeat(16 * 1024 - 64);
-    for step in 0..160 {
+    let outbound = || server.server.as_ref().expect("running").outbound();
+    for step in 0..640 {
         send_many(&mut sender, "flood", &format!("f{step}-"), 4, &body).await;
+        if outbound().slow_consumers() > 0 {
+            break;
+        }
     }
+    assert_eq!(outbound().slow_consumers(), 1, "sleepy was never closed");
     assert_eq!(
         sleepy.closed_code().await,
         Some(chat_proto::close::SLOW_CONSUMER)

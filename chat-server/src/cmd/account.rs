@@ -1,5 +1,7 @@
 //! hello, register, login, auth, logout.
 
+use std::time::Instant;
+
 use chat_proto::limits::{check_password, check_username};
 use chat_proto::{ErrorCode, Limits, ServerFrame, close, limits, negotiate_version};
 
@@ -31,8 +33,12 @@ impl Session {
         // A token in the Authorization header wins over one in hello. On a storage failure the
         // client may send hello again; `hello` is set only once welcome is on its way.
         if let (Some(token), None) = (token, &self.authed) {
-            match self.check_token(&token).await {
-                Ok(user) => self.become_authed(&user, token_hash(&token)),
+            match self
+                .check_token(&token)
+                .await
+                .and_then(|user| self.become_authed(&user, token_hash(&token)))
+            {
+                Ok(()) => {}
                 Err(fail) => {
                     let code = fail.code;
                     self.reply(&ServerFrame::error(code, fail.message));
@@ -73,13 +79,27 @@ impl Session {
             .ok_or_else(|| Fail::new(ErrorCode::InvalidToken, "unknown or revoked token"))
     }
 
-    pub(crate) fn become_authed(&mut self, user: &str, token_hash: [u8; 32]) {
+    /// Registers this connection as `user`'s, within the per-user cap.
+    pub(crate) fn become_authed(&mut self, user: &str, token_hash: [u8; 32]) -> Outcome {
         let reg = self
             .ctx
             .hub
-            .register(user, Some(token_hash), self.outbox.clone());
+            .register(user, Some(token_hash), self.outbox.clone())
+            .ok_or_else(|| self.too_many_connections())?;
         tracing::debug!(user, conn = reg.id, "authenticated");
         self.authed = Some(Authed { reg, token_hash });
+        self.ticket.authenticated();
+        Ok(())
+    }
+
+    fn too_many_connections(&self) -> Fail {
+        Fail::new(
+            ErrorCode::TooManyConnections,
+            format!(
+                "this user already has {} connections, the most this server allows; close one",
+                self.ctx.config.max_connections_per_user
+            ),
+        )
     }
 
     fn not_yet_authed(&self) -> Outcome {
@@ -99,6 +119,16 @@ impl Session {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Fail> {
+        // A source gets its share of the two hashing threads, not the whole queue: 300
+        // connections pipelining logins from one address made everyone else's login wait 11 s.
+        let Some(_slot) = self.ctx.throttle.hash_slot(self.ticket.ip()) else {
+            return Err(Fail {
+                code: ErrorCode::RateLimited,
+                message: "other logins from your address are in progress; try again shortly".into(),
+                room: None,
+                retry_after_ms: Some(HASH_RETRY_MS),
+            });
+        };
         self.ctx.hasher.run(f).await.ok_or_else(|| Fail {
             code: ErrorCode::RateLimited,
             message: "the server is busy with other logins; try again shortly".into(),
@@ -108,10 +138,14 @@ impl Session {
     }
 
     async fn issue_token(&mut self, user: &str) -> Outcome {
+        // Checked before a token is made, so a refused login leaves none behind.
+        if self.ctx.hub.user_connections(user) >= self.ctx.config.max_connections_per_user {
+            return Err(self.too_many_connections());
+        }
         let token = new_token();
         let hash = token_hash(&token);
         self.ctx.store.insert_token(user, &hash).await?;
-        self.become_authed(user, hash);
+        self.become_authed(user, hash)?;
         self.reply(&ServerFrame::AuthOk {
             user: user.to_owned(),
             token: Some(token),
@@ -157,7 +191,19 @@ impl Session {
 
     pub(crate) async fn login(&mut self, username: String, password: String) -> Outcome {
         self.not_yet_authed()?;
+        let ip = self.ticket.ip();
         let stored = self.ctx.store.password_hash(&username).await?;
+        let account = stored.is_some().then_some(username.as_str());
+        if let Some(wait) = self.ctx.throttle.wait(ip, account, Instant::now()) {
+            // Refused before the password is even checked: a guesser learns nothing while
+            // it waits.
+            return Err(Fail {
+                code: ErrorCode::RateLimited,
+                message: "too many failed logins; wait retry_after_ms before trying again".into(),
+                room: None,
+                retry_after_ms: Some(crate::rate::retry_after_ms(wait)),
+            });
+        }
         let ok = self
             .hashing(move || {
                 // Verify even for a missing user, so timing does not tell which names exist.
@@ -166,18 +212,20 @@ impl Session {
             })
             .await?;
         if !ok {
+            self.ctx.throttle.failed(ip, account, Instant::now());
             return Err(Fail::new(
                 ErrorCode::InvalidCredentials,
                 "wrong username or password",
             ));
         }
+        self.ctx.throttle.succeeded(ip, &username);
         self.issue_token(&username).await
     }
 
     pub(crate) async fn auth(&mut self, token: String) -> Outcome {
         self.not_yet_authed()?;
         let user = self.check_token(&token).await?;
-        self.become_authed(&user, token_hash(&token));
+        self.become_authed(&user, token_hash(&token))?;
         self.reply(&ServerFrame::AuthOk { user, token: None });
         Ok(())
     }

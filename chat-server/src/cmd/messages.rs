@@ -4,6 +4,7 @@ use chat_proto::limits::{HISTORY_PAGE_MAX, check_body, check_message_id};
 use chat_proto::{ErrorCode, ServerFrame, Status, encode};
 
 use crate::broker::Event;
+use crate::reply::{self, Keep};
 use crate::session::{Fail, Outcome, Session};
 use crate::store::{AppendDone, NewMessage, StoreError};
 
@@ -110,16 +111,21 @@ impl Session {
     ) -> Outcome {
         self.require_member(&room).await?;
         let limit = limit.unwrap_or(DEFAULT_HISTORY).clamp(1, HISTORY_PAGE_MAX);
-        let (messages, has_more) = self
+        let room_for_it = self.reserve_reply().await.map_err(|f| f.in_room(&room))?;
+        let (mut messages, mut has_more) = self
             .ctx
             .store
             .history_before(&room, before_seq, limit)
             .await?;
-        self.reply(&ServerFrame::History {
-            room,
-            messages,
-            has_more,
-        });
+        has_more |= reply::cap(&mut messages, Keep::Newest);
+        self.reply_reserved(
+            &ServerFrame::History {
+                room,
+                messages,
+                has_more,
+            },
+            room_for_it,
+        );
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use chat_proto::{
 };
 
 use crate::broker::Event;
+use crate::reply::{self, Keep};
 use crate::session::{Fail, Outcome, Session};
 use crate::store::{RoomRecord, StoreError};
 
@@ -177,25 +178,28 @@ impl Session {
     ) -> Result<u64, Fail> {
         let store = &self.ctx.store;
         let room = rec.name.as_str();
+        let room_for_it = self.reserve_reply().await?;
         let latest = store.latest_seq(room).await?;
         let members = member_list(store.members(room).await?, statuses);
         let (catch_up, messages, mut after) =
             match plan(since, &rec.epoch, latest, self.ctx.config.max_replay) {
                 Plan::Recent(catch_up) => {
-                    let (messages, _) = store
+                    let (mut messages, _) = store
                         .history_before(room, Some(latest + 1), self.ctx.config.history_on_join)
                         .await?;
+                    reply::cap(&mut messages, Keep::Newest);
                     (catch_up, messages, latest)
                 }
                 Plan::Replay(seq) => {
-                    let page = store
+                    let mut page = store
                         .messages_between(room, seq, latest, HISTORY_PAGE_MAX)
                         .await?;
+                    reply::cap(&mut page, Keep::Oldest);
                     let last = page.last().map_or(seq, |m| m.seq);
                     (CatchUp::Replay, page, last)
                 }
             };
-        self.reply(&ServerFrame::Joined {
+        let joined = ServerFrame::Joined {
             room: room.to_owned(),
             epoch: rec.epoch.clone(),
             latest_seq: latest,
@@ -205,16 +209,21 @@ impl Session {
             catch_up,
             messages,
             complete: after >= latest,
-        });
+        };
+        self.reply_reserved(&joined, room_for_it);
+        // Each page waits for room after the one before: a joiner that reads slowly slows its
+        // own replay down instead of the server queueing every page at once.
         while after < latest {
-            let page = store
+            let room_for_it = self.reserve_reply().await?;
+            let mut page = store
                 .messages_between(room, after, latest, HISTORY_PAGE_MAX)
                 .await?;
+            reply::cap(&mut page, Keep::Oldest);
             let Some(last) = page.last().map(|m| m.seq) else {
                 break;
             };
             after = last;
-            self.outbox.push(
+            self.outbox.push_reserved(
                 encode(
                     &ServerFrame::Replay {
                         room: room.to_owned(),
@@ -224,6 +233,7 @@ impl Session {
                     None,
                 )
                 .into(),
+                room_for_it,
             );
         }
         Ok(latest)

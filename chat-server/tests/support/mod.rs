@@ -90,6 +90,50 @@ impl Client {
         }
     }
 
+    /// Connects with a 4 KiB socket receive buffer: a client that stops reading then leaves its
+    /// bytes in the server's queue instead of in the kernel's buffers.
+    pub async fn connect_small_buffer(url: &str, addr: SocketAddr) -> Self {
+        Self::connect_small_buffer_from(url, addr, [127, 0, 0, 1]).await
+    }
+
+    /// The same, from a chosen 127.0.0.x source address.
+    pub async fn connect_small_buffer_from(url: &str, addr: SocketAddr, source: [u8; 4]) -> Self {
+        Self::connect_from_with(url, addr, source, Some(4096)).await
+    }
+
+    /// Connects from a chosen 127.0.0.x source address.
+    pub async fn connect_from(url: &str, addr: SocketAddr, source: [u8; 4]) -> Self {
+        Self::connect_from_with(url, addr, source, None).await
+    }
+
+    async fn connect_from_with(
+        url: &str,
+        addr: SocketAddr,
+        source: [u8; 4],
+        rcvbuf: Option<u32>,
+    ) -> Self {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.bind((std::net::Ipv4Addr::from(source), 0).into())
+            .expect("bind source");
+        if let Some(n) = rcvbuf {
+            sock.set_recv_buffer_size(n).expect("rcvbuf");
+        }
+        let tcp = sock.connect(addr).await.expect("connect");
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("upgrade");
+        Self { ws }
+    }
+
+    /// hello + register on this connection.
+    pub async fn register_here(&mut self, user: &str) {
+        self.send(json!({"type":"hello","versions":[1]})).await;
+        assert_eq!(self.recv().await["type"], "welcome");
+        self.send(json!({"type":"register","username":user,"password":"correct horse"}))
+            .await;
+        assert_eq!(self.recv().await["type"], "auth_ok");
+    }
+
     pub async fn send(&mut self, v: Value) {
         self.send_text(&v.to_string()).await;
     }
@@ -181,4 +225,30 @@ impl Client {
         self.send(json!({"type":"join","room":room})).await;
         self.recv_type("joined").await
     }
+}
+
+/// Registers `owner`, creates `room` and joins it; returns the client and the room's epoch.
+pub async fn setup_room(url: &str, owner: &str, room: &str) -> (Client, String) {
+    let (mut c, _) = Client::register(url, owner).await;
+    c.send(json!({"type":"create_room","room":room})).await;
+    c.recv_type("room_created").await;
+    let joined = c.join(room).await;
+    (c, joined["epoch"].as_str().expect("epoch").to_owned())
+}
+
+/// Sends `n` messages with ids `{prefix}{i}` without waiting for acks; returns when all are acked.
+pub async fn send_many(c: &mut Client, room: &str, prefix: &str, n: u64, body: &str) -> Vec<u64> {
+    for i in 0..n {
+        c.send(json!({"type":"send","room":room,"id":format!("{prefix}{i}"),"body":body}))
+            .await;
+    }
+    let mut seqs = Vec::new();
+    while (seqs.len() as u64) < n {
+        let v = c.recv().await;
+        if v["type"] == "ack" {
+            seqs.push(v["seq"].as_u64().expect("seq"));
+        }
+        assert_ne!(v["type"], "error", "{v}");
+    }
+    seqs
 }
