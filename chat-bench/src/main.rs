@@ -5,6 +5,7 @@ mod load;
 mod net;
 mod storm;
 mod sys;
+mod tls;
 mod tokens;
 
 use std::sync::Arc;
@@ -37,9 +38,13 @@ struct Cli {
     /// Keep tokens in this file and reuse them (for the same --url) instead of logging in again.
     #[arg(long)]
     token_cache: Option<std::path::PathBuf>,
-    /// WebSocket URL (an IP address: connections are spread over 127.0.0.x sources).
+    /// WebSocket URL, ws:// or wss:// (an IP address: connections are spread over 127.0.0.x
+    /// sources; for wss:// the server's certificate must name that address).
     #[arg(long, default_value = "ws://127.0.0.1:7878/ws")]
     url: String,
+    /// CA certificate(s) (PEM) to trust for a wss:// --url, besides the platform's roots.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// Speak no protocol: send marked text frames and count them (for the bare relays).
     #[arg(long)]
     raw: bool,
@@ -100,6 +105,9 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.url.starts_with("wss://") {
+        net::set_tls(tls::connector(cli.ca_file.as_deref())?);
+    }
     let fd_limit = sys::raise_fd_limit();
     if cli.clients as u64 + 100 > fd_limit {
         anyhow::bail!(

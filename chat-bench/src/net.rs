@@ -2,16 +2,27 @@
 //! ports), with small tungstenite buffers so the generator stays cheap beside the server.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::OnceLock;
 
 use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpSocket;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-pub type Ws = WebSocketStream<tokio::net::TcpStream>;
+pub type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The TLS config for a wss:// URL, set once by `main` (from --ca-file) before the first
+/// connection. Process-wide, like the fd limit: every plan and task passes the URL as a string,
+/// and this is the one thing a wss:// URL needs besides it.
+static TLS: OnceLock<Connector> = OnceLock::new();
+
+/// Sets the TLS config every wss:// connection uses.
+pub fn set_tls(connector: Connector) {
+    let _ = TLS.set(connector);
+}
 
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
@@ -33,7 +44,8 @@ pub async fn connect(
             .insert("authorization", format!("Bearer {t}").parse()?);
     }
     let host = req.uri().host().context("url host")?.to_owned();
-    let port = req.uri().port_u16().unwrap_or(80);
+    let wss = req.uri().scheme_str() == Some("wss");
+    let port = req.uri().port_u16().unwrap_or(if wss { 443 } else { 80 });
     let server: SocketAddr = format!("{host}:{port}")
         .parse()
         .context("the server must be an IP address")?;
@@ -45,7 +57,20 @@ pub async fn connect(
         .await
         .with_context(|| format!("connecting from {src}"))?;
     tcp.set_nodelay(true)?;
-    let (ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(ws_config())).await?;
+    let connector = match wss {
+        true => TLS
+            .get()
+            .context("wss:// before the TLS config was set")?
+            .clone(),
+        false => Connector::Plain,
+    };
+    let (ws, _) = tokio_tungstenite::client_async_tls_with_config(
+        req,
+        tcp,
+        Some(ws_config()),
+        Some(connector),
+    )
+    .await?;
     Ok(ws)
 }
 

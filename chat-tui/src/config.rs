@@ -1,7 +1,7 @@
 //! The TOML config file and the per-user state kept in the data directory (tokens, read
 //! positions). Flags override the file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -17,6 +17,9 @@ pub struct FileConfig {
     pub server: Option<String>,
     /// Username to log in as.
     pub user: Option<String>,
+    /// PEM file of the CA that signed the server's certificate (a private CA), trusted for
+    /// wss:// besides the platform's roots.
+    pub ca_file: Option<PathBuf>,
     /// Ring the terminal bell on a mention or direct message in a room not on screen.
     pub bell: Option<bool>,
     /// Reconnection backoff.
@@ -90,6 +93,10 @@ pub struct State {
     /// "user@server#room" -> (epoch, last seq printed by `tail`).
     #[serde(default)]
     pub tail: BTreeMap<String, (String, u64)>,
+    /// "host:port" of plain ws:// servers beyond loopback the user agreed to send a password
+    /// and token to, unencrypted (asked once per server).
+    #[serde(default)]
+    pub plain_ws_ok: BTreeSet<String>,
 }
 
 pub struct StateFile {
@@ -120,10 +127,11 @@ mod tests {
     #[test]
     fn every_key_parses_and_unknown_keys_are_refused() {
         let c: FileConfig = toml::from_str(
-            "server = \"ws://h:1/ws\"\nuser = \"alice\"\nbell = false\n[reconnect]\nbase_ms = 100\ncap_ms = 2000\nstable_ms = 5000\n",
+            "server = \"ws://h:1/ws\"\nuser = \"alice\"\nca_file = \"/etc/chat/ca.pem\"\nbell = false\n[reconnect]\nbase_ms = 100\ncap_ms = 2000\nstable_ms = 5000\n",
         )
         .expect("parse");
         assert_eq!(c.user.as_deref(), Some("alice"));
+        assert_eq!(c.ca_file, Some(PathBuf::from("/etc/chat/ca.pem")));
         let b = c.reconnect.expect("reconnect").backoff();
         assert_eq!(b.base.as_millis(), 100);
         assert_eq!(b.cap.as_millis(), 2000);

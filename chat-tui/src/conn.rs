@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use chat_proto::{ClientFrame, Ref, ServerFrame, close, decode_server, encode};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -41,6 +42,8 @@ pub struct NetConfig {
     pub url: String,
     pub token: String,
     pub backoff: BackoffConfig,
+    /// TLS for a wss:// URL ([`crate::tls::connector`]); `None` for ws://.
+    pub connector: Option<Connector>,
 }
 
 /// Runs until the UI drops its sender.
@@ -125,11 +128,22 @@ async fn session(
         .read_buffer_size(16 * 1024)
         .max_message_size(Some(16 << 20))
         .max_frame_size(Some(16 << 20));
-    let connect = tokio_tungstenite::connect_async_with_config(req, Some(ws_cfg), true);
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        Some(ws_cfg),
+        true,
+        cfg.connector.clone(),
+    );
     let mut ws = match tokio::time::timeout(Duration::from_secs(10), connect).await {
         Err(_) => return Ended::Retry("connection timed out".into()),
         Ok(Err(WsError::Http(resp))) if resp.status().as_u16() == 401 => {
             return Ended::Stop("the server refused the saved token: run chat-tui --login".into());
+        }
+        // Trying again will not change the certificate; /reconnect does, once it is fixed.
+        Ok(Err(e)) if crate::tls::is_certificate_error(&e) => {
+            return Ended::Stop(format!(
+                "the server's certificate is not trusted ({e}): for a private CA pass --ca-file"
+            ));
         }
         Ok(Err(e)) => return Ended::Retry(e.to_string()),
         Ok(Ok((ws, _))) => ws,
@@ -219,13 +233,15 @@ async fn session(
 /// `--login`.
 pub async fn login(
     url: &str,
+    connector: Option<Connector>,
     user: &str,
     password: &str,
     register: bool,
 ) -> anyhow::Result<String> {
     use anyhow::{Context, bail};
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector)
         .await
+        .map_err(crate::tls::explain)
         .with_context(|| format!("connecting to {url}"))?;
     let hello = encode(
         &ClientFrame::Hello {

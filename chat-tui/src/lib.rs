@@ -10,5 +10,6 @@ pub mod editor;
 pub mod room;
 pub mod sanitize;
 pub mod script;
+pub mod tls;
 pub mod view;
 pub mod wrap;

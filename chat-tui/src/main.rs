@@ -1,7 +1,7 @@
 //! chat-tui: flags, config, the terminal guard, and the one loop that feeds events to the model,
 //! carries out its commands and redraws only when something changed.
 
-use chat_tui::{app, config, conn, script, view};
+use chat_tui::{app, config, conn, script, tls, view};
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use app::{App, Command, Event, Settings};
 use config::{StateFile, account_key};
 use conn::{NetConfig, ToNet};
+use tls::Credentials;
 
 /// chat-tui: a terminal client for chat-server.
 #[derive(Debug, Parser)]
@@ -39,6 +40,14 @@ struct Cli {
     /// Never ring the terminal bell.
     #[arg(long)]
     no_bell: bool,
+    /// CA certificate(s) (PEM) to trust for a wss:// server, besides the platform's roots: for
+    /// a server with a certificate from a private CA [default: ca_file in the config file]
+    #[arg(long, env = "CHAT_CA_FILE", value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
+    /// Send the password or token over plain ws:// to a host other than this one (anyone on the
+    /// network path can read them) without asking; `send` and `tail` refuse to otherwise.
+    #[arg(long)]
+    allow_plain_ws: bool,
     #[command(subcommand)]
     command: Option<Sub>,
 }
@@ -158,19 +167,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => prompt("Username", None)?,
     };
     let key = account_key(&user, &server);
+    let ca_file = cli.ca_file.clone().or(file.ca_file.clone());
+    let connector = tls::connector(&server, ca_file.as_deref())?;
+    // Before any credential leaves: the password below, or the saved token.
+    let interactive = cli.command.is_none();
+    match tls::before_credentials(&server, &state.plain_ws_ok, cli.allow_plain_ws, interactive)? {
+        Credentials::Send => {}
+        Credentials::Refuse(why) => bail!(why),
+        Credentials::Ask(host) => {
+            eprintln!(
+                "{server} is plain ws://: your password, your token and every message would cross \
+                 the network unencrypted, readable by anyone on the way. Use wss:// if the server \
+                 has TLS."
+            );
+            let answer = prompt(
+                &format!("Send them to {host} unencrypted anyway? (yes/no)"),
+                Some("no"),
+            )?;
+            if !matches!(answer.to_ascii_lowercase().as_str(), "y" | "yes") {
+                bail!("not connecting to {host} over plain ws://");
+            }
+            // Asked once per server: remembered next to the token.
+            state.plain_ws_ok.insert(host);
+            state_file.save(&state)?;
+        }
+    }
     if let Some(sub) = &cli.command {
         let token = std::env::var("CHAT_TOKEN").ok().or_else(|| state.tokens.get(&key).cloned()).with_context(|| {
             format!("no saved token for {key}: run `chat-tui --server {server} --user {user}` once to log in, or set CHAT_TOKEN")
         })?;
         return match sub {
             Sub::Send { room, text } => {
-                let seq = script::send_message(&server, &token, room, text).await?;
+                let seq = script::send_message(&server, connector, &token, room, text).await?;
                 eprintln!("stored as #{seq} in {room}");
                 Ok(())
             }
             Sub::Tail { room, json, since } => {
                 script::tail(script::Tail {
                     server: &server,
+                    connector,
                     token: &token,
                     room,
                     json: *json,
@@ -194,7 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 "Password"
             })?;
-            let token = conn::login(&server, &user, &password, cli.register)
+            let token = conn::login(&server, connector.clone(), &user, &password, cli.register)
                 .await
                 .map_err(|e| {
                     if !cli.register && e.to_string().starts_with("invalid_credentials") {
@@ -228,6 +263,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             url: server,
             token,
             backoff,
+            connector,
         },
         from_ui,
         to_ui,

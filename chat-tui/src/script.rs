@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chat_proto::{CatchUp, ClientFrame, HistoryMessage, Ref, ServerFrame, decode_server, encode};
 use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -19,17 +20,20 @@ type Ws =
 
 const WAIT: Duration = Duration::from_secs(15);
 
-async fn connect(server: &str, token: &str) -> anyhow::Result<Ws> {
+async fn connect(server: &str, connector: Option<Connector>, token: &str) -> anyhow::Result<Ws> {
     let mut req = server
         .into_client_request()
         .with_context(|| format!("bad server address {server}"))?;
     req.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
-    let (mut ws, _) = match tokio_tungstenite::connect_async(req).await {
+    let connect = tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector);
+    let (mut ws, _) = match connect.await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status().as_u16() == 401 => {
             bail!("the server refused the saved token: log in again with chat-tui --login")
         }
-        other => other.with_context(|| format!("connecting to {server}"))?,
+        other => other
+            .map_err(crate::tls::explain)
+            .with_context(|| format!("connecting to {server}"))?,
     };
     send(
         &mut ws,
@@ -104,12 +108,13 @@ async fn join(
 /// Sends one message and waits for its ack.
 pub async fn send_message(
     server: &str,
+    connector: Option<Connector>,
     token: &str,
     room: &str,
     text: &str,
 ) -> anyhow::Result<u64> {
     chat_proto::limits::check_body(text).map_err(anyhow::Error::msg)?;
-    let mut ws = connect(server, token).await?;
+    let mut ws = connect(server, connector, token).await?;
     join(&mut ws, room, None).await?;
     let id = format!("s{:016x}", rand::random::<u64>());
     let reference = Ref::Str(id.clone());
@@ -172,6 +177,7 @@ fn text_line(m: &HistoryMessage) -> String {
 
 pub struct Tail<'a> {
     pub server: &'a str,
+    pub connector: Option<Connector>,
     pub token: &'a str,
     pub room: &'a str,
     pub json: bool,
@@ -186,7 +192,7 @@ pub async fn tail(t: Tail<'_>) -> anyhow::Result<()> {
     let mut state: State = t.state_file.load();
     let key = format!("{}#{}", t.account, t.room);
     let saved = state.tail.get(&key).cloned();
-    let mut ws = connect(t.server, t.token).await?;
+    let mut ws = connect(t.server, t.connector.clone(), t.token).await?;
     let first = join(&mut ws, t.room, None).await?;
     let ServerFrame::Joined {
         epoch, messages, ..

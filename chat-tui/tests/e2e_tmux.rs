@@ -5,67 +5,8 @@
 
 mod support;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
-
-use support::{server_binary, start_on_free_port, start_server, wait_listening};
-
-use support::TUI;
-
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("tmux must be installed (scripts/test installs it)");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn keys(&self, session: &str, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", session];
-        args.extend_from_slice(keys);
-        self.run(&args);
-    }
-
-    fn type_text(&self, session: &str, text: &str) {
-        // -l: literal text, no key-name lookup.
-        self.run(&["send-keys", "-t", session, "-l", text]);
-    }
-
-    fn screen(&self, session: &str) -> String {
-        self.run(&["capture-pane", "-p", "-t", session])
-    }
-
-    /// Waits until the screen satisfies `ok`, or fails showing the screen.
-    fn wait_for(&self, session: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let screen = self.screen(session);
-            if ok(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{session}: timed out waiting for {what}; screen:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .status();
-    }
-}
+use support::tmux::Tmux;
+use support::{TUI, server_binary, start_on_free_port, start_server, wait_listening};
 
 #[test]
 fn two_people_talk_lose_the_server_and_carry_on() {

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod tmux;
+
 pub const TUI: &str = env!("CARGO_BIN_EXE_chat-tui");
 
 /// chat-server is another package's binary: build it (a no-op when it is fresh) and find it
@@ -22,9 +24,15 @@ pub fn server_binary() -> PathBuf {
 }
 
 pub fn start_server(bin: &Path, db: &Path, addr: &str) -> Child {
+    start_server_with(bin, db, addr, &[])
+}
+
+/// [`start_server`] with more flags (`--tls-cert`, …).
+pub fn start_server_with(bin: &Path, db: &Path, addr: &str, extra: &[&str]) -> Child {
     Command::new(bin)
         .args(["--listen", addr, "--db"])
         .arg(db)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -45,13 +53,18 @@ pub fn wait_listening(addr: &str) {
 /// Starts chat-server on a free loopback port with its database in `dir`; returns it and its
 /// address once it accepts connections.
 pub fn start_on_free_port(bin: &Path, dir: &Path) -> (Child, String) {
+    start_on_free_port_with(bin, dir, &[])
+}
+
+/// [`start_on_free_port`] with more flags.
+pub fn start_on_free_port_with(bin: &Path, dir: &Path, extra: &[&str]) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()
         .expect("addr")
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let server = start_server(bin, &dir.join("chat.db"), &addr);
+    let server = start_server_with(bin, &dir.join("chat.db"), &addr, extra);
     wait_listening(&addr);
     (server, addr)
 }
