@@ -421,6 +421,40 @@ mod tests {
         }
     }
 
+    /// What must never come out, written out again here rather than trusting
+    /// `is_terminal_safe` alone: C0 (ESC included), DEL, C1 (CSI, OSC, ST...), bidi controls,
+    /// line and paragraph separators, and the invisibles removed on purpose.
+    fn forbidden(c: char) -> bool {
+        matches!(c, '\0'..='\u{1F}' | '\u{7F}'..='\u{9F}'
+            | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}'
+            | '\u{061C}' | '\u{2028}' | '\u{2029}' | '\u{200B}' | '\u{FEFF}'
+            | '\u{E0000}'..='\u{E007F}')
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn no_control_character_comes_out(
+            s in crate::wrap::tests::hostile_text(),
+            max_lines in 1usize..6,
+            max_graphemes in 1usize..20,
+        ) {
+            let safe = |t: &str| is_terminal_safe(t) && !t.contains(forbidden);
+            let n = name(&s, max_graphemes);
+            proptest::prop_assert!(safe(&n) && !n.is_empty(), "name({:?}) = {:?}", s, n);
+            let o = one_line(&s, max_graphemes);
+            proptest::prop_assert!(safe(&o), "one_line({:?}) = {:?}", s, o);
+            for (lines, graphemes) in [(max_lines, max_graphemes), (MAX_BODY_LINES, MAX_LINE_GRAPHEMES)] {
+                let v = body(&s, lines, graphemes);
+                proptest::prop_assert!(!v.is_empty() && v.len() <= lines + 1);
+                for l in &v {
+                    proptest::prop_assert!(safe(l), "body({:?}) has {:?}", s, l);
+                }
+            }
+        }
+    }
+
     #[test]
     fn hostile_random_strings_come_out_safe() {
         let alphabet: Vec<char> = "\x1b[]P\\\x07\u{9b}\u{9d}\u{9c}\u{202e}\u{200b}\r\n\taé日👩\
