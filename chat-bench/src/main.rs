@@ -3,6 +3,7 @@
 mod idle;
 mod load;
 mod net;
+mod soak;
 mod storm;
 mod sys;
 mod tls;
@@ -28,10 +29,21 @@ enum Scenario {
     JoinStorm,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Chaos soak: a real chat-server killed with -9 and restarted under 1,000 clients that
+    /// drop and resend, plus flooders and stalled readers; then every acknowledged message is
+    /// checked stored exactly once and every client's view against the history. Exits 1 on
+    /// any violation.
+    Soak(soak::Args),
+}
+
 /// Load generator for chat-server; with --raw, for bare WebSocket relays.
 #[derive(Debug, Parser)]
 #[command(name = "chat-bench", version, about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// What to measure.
     #[arg(long, value_enum, default_value = "load")]
     scenario: Scenario,
@@ -95,7 +107,18 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run(Cli::parse()).await {
+    let mut cli = Cli::parse();
+    if let Some(Command::Soak(args)) = cli.command.take() {
+        return match soak::run(args).await {
+            Ok(true) => std::process::ExitCode::SUCCESS,
+            Ok(false) => std::process::ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
+    match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
