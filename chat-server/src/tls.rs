@@ -35,11 +35,13 @@ pub struct TlsFiles {
 /// Why the certificate or key could not be used; each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read the TLS {what} file {}: {source}", path.display())]
+    // `error`, not `source`: the message carries it, and a chain printed with `{:#}` would
+    // say it twice.
+    #[error("cannot read the TLS {what} file {}: {error}", path.display())]
     Read {
         what: &'static str,
         path: PathBuf,
-        source: io::Error,
+        error: io::Error,
     },
     #[error("the TLS certificate file {} holds no usable PEM certificate{}", path.display(), detail(why))]
     Certificate { path: PathBuf, why: String },
@@ -71,10 +73,10 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|error| TlsError::Read {
         what,
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 

@@ -140,10 +140,9 @@ async fn session(
             return Ended::Stop("the server refused the saved token: run chat-tui --login".into());
         }
         // Trying again will not change the certificate; /reconnect does, once it is fixed.
-        Ok(Err(e)) if crate::tls::is_certificate_error(&e) => {
-            return Ended::Stop(format!(
-                "the server's certificate is not trusted ({e}): for a private CA pass --ca-file"
-            ));
+        Ok(Err(e)) if crate::tls::certificate_error(&e).is_some() => {
+            let why = crate::tls::certificate_error(&e).map(crate::tls::untrusted);
+            return Ended::Stop(why.unwrap_or_default());
         }
         Ok(Err(e)) => return Ended::Retry(e.to_string()),
         Ok(Ok((ws, _))) => ws,

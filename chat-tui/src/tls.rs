@@ -64,22 +64,30 @@ fn is_wss(url: &str) -> bool {
         .is_some_and(|s| s.eq_ignore_ascii_case("wss://"))
 }
 
-/// Whether a connection error is the server's certificate failing verification: retrying does
-/// not help, trusting its CA (`--ca-file`) or fixing the certificate does.
-pub fn is_certificate_error(e: &tokio_tungstenite::tungstenite::Error) -> bool {
+/// The verification failure, when a connection error is the server's certificate failing it:
+/// retrying does not help, trusting its CA (`--ca-file`) or fixing the certificate does.
+pub fn certificate_error(e: &tokio_tungstenite::tungstenite::Error) -> Option<&rustls::Error> {
     use tokio_tungstenite::tungstenite::Error as WsError;
-    let WsError::Io(io) = e else { return false };
+    let WsError::Io(io) = e else { return None };
     io.get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)))
+        .filter(|e| matches!(e, rustls::Error::InvalidCertificate(_)))
 }
 
-/// A connection error as an `anyhow::Error`, with the way out added to a certificate error.
+/// What to tell the user about an untrusted certificate.
+pub fn untrusted(why: &rustls::Error) -> String {
+    format!(
+        "the server's certificate is not trusted ({why}): for a private CA pass --ca-file (or \
+         ca_file in the config file)"
+    )
+}
+
+/// A connection error as an `anyhow::Error`; an untrusted certificate says what to do (and
+/// once: tungstenite's error repeats its cause when printed as a chain).
 pub fn explain(e: tokio_tungstenite::tungstenite::Error) -> anyhow::Error {
-    if is_certificate_error(&e) {
-        anyhow::Error::new(e).context("the server's certificate is not trusted: for a private CA pass --ca-file (or ca_file in the config file)")
-    } else {
-        e.into()
+    match certificate_error(&e) {
+        Some(why) => anyhow::anyhow!(untrusted(why)),
+        None => e.into(),
     }
 }
 
