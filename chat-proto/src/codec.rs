@@ -194,7 +194,10 @@ mod tests {
             },
             ClientFrame::Auth { token: "t".into() },
             ClientFrame::Logout,
-            ClientFrame::ListRooms,
+            ClientFrame::ListRooms {
+                after: None,
+                limit: None,
+            },
             ClientFrame::CreateRoom {
                 room: "r".into(),
                 visibility: Default::default(),
@@ -206,6 +209,13 @@ mod tests {
                 epoch: Some("e".into()),
             },
             ClientFrame::Leave { room: "r".into() },
+            ClientFrame::DeleteRoom { room: "r".into() },
+            ClientFrame::Decline { room: "r".into() },
+            ClientFrame::Members {
+                room: "r".into(),
+                after: Some("bob".into()),
+                limit: Some(10),
+            },
             ClientFrame::SetTopic {
                 room: "r".into(),
                 topic: "t".into(),

@@ -29,7 +29,14 @@ pub enum ClientFrame {
     /// every connection that used it (this one with 1000, the others with 4003).
     Logout,
     /// List the public rooms and the private rooms the user belongs to or is invited to.
-    ListRooms,
+    ListRooms {
+        /// Only rooms named after this one (the `next` of the previous page).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        /// At most this many rooms; default and most: [`crate::limits::ROOM_PAGE_MAX`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
     /// Create a room and become its first member. Answered by `room_created`.
     CreateRoom {
         room: String,
@@ -49,6 +56,20 @@ pub enum ClientFrame {
     },
     /// Stop being a member; every connection of the user stops receiving the room.
     Leave { room: String },
+    /// Delete a room for good, its history included (the room's owner only). Answered by `ok`.
+    DeleteRoom { room: String },
+    /// Turn down an invite to a private room. Answered by `ok`.
+    Decline { room: String },
+    /// A page of a room's members with their presence. Answered by `member_list`.
+    Members {
+        room: String,
+        /// Only members named after this one (the `next` of the previous page).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        /// At most this many; default and most: [`crate::limits::MEMBER_PAGE_MAX`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
     /// Set (or clear, with `""`) the room's topic.
     SetTopic { room: String, topic: String },
     /// Let a user join a private room. Only members may invite.
@@ -96,6 +117,9 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "history",
     "typing",
     "set_status",
+    "delete_room",
+    "decline",
+    "members",
     "ping",
 ];
 
@@ -120,7 +144,12 @@ pub enum ServerFrame {
     /// A request without a more specific answer succeeded.
     Ok,
     /// Answer to `list_rooms`.
-    RoomList { rooms: Vec<RoomInfo> },
+    RoomList {
+        rooms: Vec<RoomInfo>,
+        /// Present when more rooms follow: send `list_rooms` with `after` set to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    },
     /// Answer to `create_room`.
     RoomCreated { room: RoomInfo },
     /// Answer to `open_dm`: the room to `join`.
@@ -133,7 +162,15 @@ pub enum ServerFrame {
         latest_seq: u64,
         topic: String,
         visibility: Visibility,
+        /// Every member when `members_complete`; otherwise the first page (those present
+        /// first, then by name), and `members` pages through the rest.
         members: Vec<Member>,
+        /// How many members the room has.
+        #[serde(default)]
+        member_count: u64,
+        /// Whether `members` lists every member.
+        #[serde(default = "yes")]
+        members_complete: bool,
         catch_up: CatchUp,
         messages: Vec<HistoryMessage>,
         /// `false` when `replay` pages follow with the rest of the missed messages.
@@ -193,6 +230,16 @@ pub enum ServerFrame {
     },
     /// The user was invited into a private room.
     Invited { room: String, by: String },
+    /// The room was deleted by its owner: it is gone, with its history.
+    RoomDeleted { room: String },
+    /// Answer to `members`.
+    MemberList {
+        room: String,
+        members: Vec<Member>,
+        /// Present when more members follow: send `members` with `after` set to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    },
     /// Answer to `ping`; `ts` is the server clock in ms since the Unix epoch.
     Pong { ts: i64 },
     /// A request failed, or the connection is about to be closed.
@@ -225,9 +272,15 @@ pub const SERVER_FRAME_TYPES: &[&str] = &[
     "typing",
     "topic",
     "invited",
+    "room_deleted",
+    "member_list",
     "pong",
     "error",
 ];
+
+fn yes() -> bool {
+    true
+}
 
 impl ServerFrame {
     /// An `error` frame with no room and no retry hint.

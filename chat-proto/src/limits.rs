@@ -19,6 +19,10 @@ pub const MESSAGE_ID_LEN: std::ops::RangeInclusive<usize> = 1..=64;
 pub const MAX_REF_BYTES: usize = 64;
 /// Most messages one `history` reply or one replay page carries.
 pub const HISTORY_PAGE_MAX: u32 = 200;
+/// Most rooms in one `room_list` page (also the default page).
+pub const ROOM_PAGE_MAX: u32 = 200;
+/// Most members in one `member_list` page, and in a `joined` (also the default page).
+pub const MEMBER_PAGE_MAX: u32 = 500;
 /// After this many malformed frames in a row the server closes with 4000 (protocol error).
 pub const MAX_CONSECUTIVE_BAD_FRAMES: u32 = 10;
 /// Prefix of direct-message room names (`dm:alice:bob`); user-created names cannot contain `:`.

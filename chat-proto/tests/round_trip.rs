@@ -105,17 +105,23 @@ fn limits() -> impl Strategy<Value = Limits> {
 
 fn client_frame() -> impl Strategy<Value = ClientFrame> {
     use ClientFrame as C;
-    let accounts = prop_oneof![
-        (proptest::collection::vec(any::<u32>(), 0..4), opt_text())
-            .prop_map(|(versions, token)| C::Hello { versions, token }),
-        (text(), text()).prop_map(|(username, password)| C::Register { username, password }),
-        (text(), text()).prop_map(|(username, password)| C::Login { username, password }),
-        text().prop_map(|token| C::Auth { token }),
-        Just(C::Logout),
-        Just(C::ListRooms),
-        Just(C::Ping),
-        status().prop_map(|status| C::SetStatus { status }),
-    ];
+    let accounts =
+        prop_oneof![
+            (proptest::collection::vec(any::<u32>(), 0..4), opt_text())
+                .prop_map(|(versions, token)| C::Hello { versions, token }),
+            (text(), text()).prop_map(|(username, password)| C::Register { username, password }),
+            (text(), text()).prop_map(|(username, password)| C::Login { username, password }),
+            text().prop_map(|token| C::Auth { token }),
+            Just(C::Logout),
+            (opt_text(), any::<Option<u32>>())
+                .prop_map(|(after, limit)| C::ListRooms { after, limit }),
+            text().prop_map(|room| C::DeleteRoom { room }),
+            text().prop_map(|room| C::Decline { room }),
+            (text(), opt_text(), any::<Option<u32>>())
+                .prop_map(|(room, after, limit)| C::Members { room, after, limit }),
+            Just(C::Ping),
+            status().prop_map(|status| C::SetStatus { status }),
+        ];
     let rooms = prop_oneof![
         (text(), visibility(), opt_text()).prop_map(|(room, visibility, topic)| C::CreateRoom {
             room,
@@ -158,7 +164,14 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
         ),
         (text(), opt_text()).prop_map(|(user, token)| S::AuthOk { user, token }),
         Just(S::Ok),
-        proptest::collection::vec(room_info(), 0..3).prop_map(|rooms| S::RoomList { rooms }),
+        (proptest::collection::vec(room_info(), 0..3), opt_text())
+            .prop_map(|(rooms, next)| S::RoomList { rooms, next }),
+        text().prop_map(|room| S::RoomDeleted { room }),
+        (text(), members(), opt_text()).prop_map(|(room, members, next)| S::MemberList {
+            room,
+            members,
+            next
+        }),
         room_info().prop_map(|room| S::RoomCreated { room }),
         (text(), text()).prop_map(|(room, user)| S::DmOpened { room, user }),
         text().prop_map(|room| S::Left { room }),
@@ -183,12 +196,14 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
             select(vec![CatchUp::Recent, CatchUp::Replay, CatchUp::Reload]),
             messages(),
             any::<bool>(),
+            any::<u64>(),
+            any::<bool>(),
         ),
     )
         .prop_map(
             |(
                 (room, epoch, latest_seq, topic, visibility),
-                (members, catch_up, messages, complete),
+                (members, catch_up, messages, complete, member_count, members_complete),
             )| {
                 S::Joined {
                     room,
@@ -197,6 +212,8 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
                     topic,
                     visibility,
                     members,
+                    member_count,
+                    members_complete,
                     catch_up,
                     messages,
                     complete,

@@ -40,6 +40,9 @@ pub enum Event {
     },
     /// A token was revoked: close every connection authenticated with it (4003).
     TokenRevoked { hash: [u8; 32] },
+    /// The room was deleted: tell every connection subscribed to it (`room_deleted`) and drop
+    /// the subscriptions.
+    RoomDeleted { room: Arc<str> },
 }
 
 /// Delivers events to every node. `publish` must not block: it is called from the store's
@@ -115,6 +118,7 @@ fn dispatch_all(hub: &Hub, events: Vec<Event>) {
                 let room = match &other {
                     Event::Room { room, .. }
                     | Event::Left { room, .. }
+                    | Event::RoomDeleted { room }
                     | Event::Messages { room, .. } => Some(room.clone()),
                     _ => None,
                 };

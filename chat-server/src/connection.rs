@@ -162,16 +162,23 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, ticket: Tick
     // When the server is the one closing, keep reading (and discarding) until the client's
     // close reply or the grace period: a socket dropped with unread input is reset by the
     // kernel, and the reset can destroy the close frame before the client reads its code.
-    let grace = close_grace(outbox.close_reason().map_or(close::NORMAL, |c| c.0));
-    let linger = async {
-        if !peer_gone {
-            let _ = tokio::time::timeout(grace, async {
-                while let Some(Ok(_)) = stream.next().await {}
-            })
-            .await;
+    // The writer bounds its own goodbye (longer for a slow consumer, whose close frame waits
+    // behind the socket's buffers); once it is done, the client has a short grace to reply.
+    let mut writer = writer;
+    if peer_gone {
+        let _ = (&mut writer).await;
+    } else {
+        let read_to_close = async { while let Some(Ok(_)) = stream.next().await {} };
+        tokio::pin!(read_to_close);
+        tokio::select! {
+            _ = &mut read_to_close => {
+                let _ = (&mut writer).await;
+            }
+            _ = &mut writer => {
+                let _ = tokio::time::timeout(CLOSE_GRACE, read_to_close).await;
+            }
         }
-    };
-    let (_, ()) = tokio::join!(writer, linger);
+    }
     session.finish();
     if let Some((code, reason)) = outbox.close_reason()
         && code != close::NORMAL

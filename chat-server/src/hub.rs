@@ -655,6 +655,7 @@ impl Hub {
                 }
             }
             Event::Left { room, user, except } => self.user_left(&room, &user, except),
+            Event::RoomDeleted { room } => self.room_deleted(&room),
             Event::TokenRevoked { hash } => {
                 let registry = lock(&self.registry);
                 for e in registry.conns.values() {
@@ -664,6 +665,46 @@ impl Hub {
                     }
                 }
             }
+        }
+    }
+
+    fn room_deleted(&self, room_name: &str) {
+        let Some(r) = self.room(room_name) else {
+            return;
+        };
+        // The room's lock, then the registry's, never both at once.
+        let subs: Vec<(ConnId, Arc<Outbox>)> = {
+            let mut room = lock(&r);
+            let subs = room.subs.drain().map(|(id, s)| (id, s.outbox)).collect();
+            *room = Room::default();
+            subs
+        };
+        {
+            let mut registry = lock(&self.registry);
+            for (id, _) in &subs {
+                if let Some(e) = registry.conns.get_mut(id) {
+                    e.rooms.remove(room_name);
+                }
+            }
+        }
+        let gone = frame(&ServerFrame::RoomDeleted {
+            room: room_name.to_owned(),
+        });
+        for (_, outbox) in subs {
+            outbox.push(gone.clone());
+        }
+        drop(r);
+        self.gc_room(room_name);
+    }
+
+    /// The statuses of `users` in `room` (offline for those not present).
+    pub fn statuses(&self, room_name: &str, users: &[String]) -> Vec<Status> {
+        match self.room(room_name) {
+            Some(r) => {
+                let room = lock(&r);
+                users.iter().map(|u| room.status_of(u)).collect()
+            }
+            None => vec![Status::Offline; users.len()],
         }
     }
 

@@ -12,6 +12,47 @@ pub fn retry_after_ms(wait: Duration) -> u64 {
         .max(1)
 }
 
+/// At most `per_hour` actions per key in any clock hour window (a fixed window: simple, and
+/// at worst twice the rate across a window boundary). Keys are forgotten when their window
+/// has passed, so the map holds only those active in the last hour.
+#[derive(Debug)]
+pub struct HourlyQuota {
+    per_hour: u32,
+    used: std::sync::Mutex<std::collections::HashMap<String, (Instant, u32)>>,
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+impl HourlyQuota {
+    /// `per_hour == 0` means unlimited.
+    pub fn new(per_hour: u32) -> Self {
+        Self {
+            per_hour,
+            used: Default::default(),
+        }
+    }
+
+    /// Takes one action for `key`; false when its quota for the window is used up.
+    pub fn take(&self, key: &str, now: Instant) -> bool {
+        if self.per_hour == 0 {
+            return true;
+        }
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        if used.len() >= 10_000 && !used.contains_key(key) {
+            used.retain(|_, (start, _)| now.saturating_duration_since(*start) < HOUR);
+        }
+        let entry = used.entry(key.to_owned()).or_insert((now, 0));
+        if now.saturating_duration_since(entry.0) >= HOUR {
+            *entry = (now, 0);
+        }
+        if entry.1 >= self.per_hour {
+            return false;
+        }
+        entry.1 += 1;
+        true
+    }
+}
+
 /// A token bucket: `burst` tokens, refilled at `per_sec`.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
@@ -93,6 +134,19 @@ mod tests {
         let wait = b.take(t0).expect_err("empty");
         let told = Duration::from_millis(retry_after_ms(wait));
         assert!(b.take(t0 + told).is_ok(), "{wait:?} told as {told:?}");
+    }
+
+    #[test]
+    fn an_hourly_quota_refuses_past_its_count_until_the_hour_is_over() {
+        let q = HourlyQuota::new(3);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(q.take("alice", t0));
+        }
+        assert!(!q.take("alice", t0 + Duration::from_secs(3599)));
+        assert!(q.take("bob", t0), "per key");
+        assert!(q.take("alice", t0 + HOUR));
+        assert!(HourlyQuota::new(0).take("x", t0), "0 is unlimited");
     }
 
     #[test]

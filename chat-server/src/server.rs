@@ -23,6 +23,8 @@ pub struct Ctx {
     pub broker: Arc<dyn Broker>,
     /// `Some` when serving wss://: each connection's task does its own handshake.
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// Invites each user may still send this hour.
+    pub invites: crate::rate::HourlyQuota,
     /// Backoff after failed logins, and each source's share of the hashing threads.
     pub throttle: Arc<crate::throttle::Throttle>,
     /// Connection slots: the caps per server, per address and for unauthenticated connections.
@@ -71,6 +73,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> std::io::Result<Run
         hasher: crate::hasher::Hasher::new(2, 256)?,
         budget: crate::outbox::Budget::new(config.outbound_total_bytes),
         throttle: crate::throttle::Throttle::new(),
+        invites: crate::rate::HourlyQuota::new(config.max_invites_per_hour),
         admission: crate::admission::Admission::new(crate::admission::Caps {
             max_connections: config.max_connections,
             reserved: config.reserved_connections,

@@ -232,7 +232,10 @@ impl Session {
                 Ok(())
             }
             F::Logout => self.logout().await,
-            F::ListRooms => self.list_rooms().await,
+            F::ListRooms { after, limit } => self.list_rooms(after, limit).await,
+            F::DeleteRoom { room } => self.delete_room(room).await,
+            F::Decline { room } => self.decline(room).await,
+            F::Members { room, after, limit } => self.members_page(room, after, limit).await,
             F::CreateRoom {
                 room,
                 visibility,

@@ -36,8 +36,12 @@ const FORGET: Duration = Duration::from_secs(15 * 60);
 /// About 100 bytes each.
 const MAX_ENTRIES: usize = 50_000;
 
-/// Password hashes one source address may have queued or running at once.
+/// Password hashes one source address may have queued or running at once; its other logins
+/// wait in a line of their own, so a flood from one address delays only that address.
 pub const HASH_JOBS_PER_SOURCE: usize = 2;
+
+/// Logins one source address may have waiting in its line; more are refused (`rate_limited`).
+pub const HASH_WAITING_PER_SOURCE: usize = 64;
 
 #[derive(Debug, Clone, Copy)]
 struct Failures {
@@ -108,11 +112,19 @@ impl<K: Hash + Eq + Clone> Book<K> {
     }
 }
 
+/// One source's line for the hashing threads.
+#[derive(Debug)]
+struct Line {
+    turns: Arc<tokio::sync::Semaphore>,
+    /// Logins holding or waiting for a turn: the line is dropped when none are left.
+    users: usize,
+}
+
 #[derive(Debug)]
 struct State {
     sources: Book<IpAddr>,
     accounts: Book<String>,
-    hashing: HashMap<IpAddr, usize>,
+    hashing: HashMap<IpAddr, Line>,
 }
 
 /// The server's login throttle.
@@ -121,11 +133,12 @@ pub struct Throttle {
     state: Mutex<State>,
 }
 
-/// A place in the hashing queue for one source; given back when dropped.
+/// A source's turn at the hashing threads; given back when dropped.
 #[derive(Debug)]
-pub struct HashSlot {
+pub struct HashTurn {
     throttle: Arc<Throttle>,
     ip: IpAddr,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -167,27 +180,38 @@ impl Throttle {
         s.accounts.clear(&account.to_owned());
     }
 
-    /// A place for one more hash from `ip`, if it has fewer than [`HASH_JOBS_PER_SOURCE`].
-    pub fn hash_slot(self: &Arc<Self>, ip: IpAddr) -> Option<HashSlot> {
-        let mut s = lock(&self.state);
-        let n = s.hashing.entry(ip).or_insert(0);
-        if *n >= HASH_JOBS_PER_SOURCE {
-            return None;
-        }
-        *n += 1;
-        Some(HashSlot {
+    /// Waits for `ip`'s turn at the hashing threads: it has at most [`HASH_JOBS_PER_SOURCE`]
+    /// hashes in their queue at once. `None` when its line is full.
+    pub async fn hash_turn(self: &Arc<Self>, ip: IpAddr) -> Option<HashTurn> {
+        let turns = {
+            let mut s = lock(&self.state);
+            let line = s.hashing.entry(ip).or_insert_with(|| Line {
+                turns: Arc::new(tokio::sync::Semaphore::new(HASH_JOBS_PER_SOURCE)),
+                users: 0,
+            });
+            if line.users >= HASH_JOBS_PER_SOURCE + HASH_WAITING_PER_SOURCE {
+                return None;
+            }
+            line.users += 1;
+            line.turns.clone()
+        };
+        // Made before waiting: a login dropped while it waits leaves the line too.
+        let mut turn = HashTurn {
             throttle: self.clone(),
             ip,
-        })
+            _permit: None,
+        };
+        turn._permit = Some(turns.acquire_owned().await.ok()?);
+        Some(turn)
     }
 }
 
-impl Drop for HashSlot {
+impl Drop for HashTurn {
     fn drop(&mut self) {
         let mut s = lock(&self.throttle.state);
-        if let Some(n) = s.hashing.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(line) = s.hashing.get_mut(&self.ip) {
+            line.users -= 1;
+            if line.users == 0 {
                 s.hashing.remove(&self.ip);
             }
         }
@@ -254,14 +278,42 @@ mod tests {
         assert_eq!(lock(&t.state).sources.entries.len(), MAX_ENTRIES);
     }
 
-    #[test]
-    fn each_source_gets_its_share_of_the_hashing_queue() {
+    #[tokio::test]
+    async fn each_source_gets_its_share_of_the_hashing_queue() {
         let t = Throttle::new();
-        let a1 = t.hash_slot(A).expect("first");
-        let _a2 = t.hash_slot(A).expect("second");
-        assert!(t.hash_slot(A).is_none(), "a third waits its turn");
-        assert!(t.hash_slot(B).is_some(), "another source is served");
+        let a1 = t.hash_turn(A).await.expect("first");
+        let _a2 = t.hash_turn(A).await.expect("second");
+        // A third from A waits its turn; B is served meanwhile.
+        let third = {
+            let t = t.clone();
+            tokio::spawn(async move { t.hash_turn(A).await.is_some() })
+        };
+        tokio::task::yield_now().await;
+        assert!(!third.is_finished());
+        assert!(t.hash_turn(B).await.is_some(), "another source is served");
         drop(a1);
-        assert!(t.hash_slot(A).is_some());
+        assert!(
+            third.await.expect("join"),
+            "A's turn comes when one of its own ends"
+        );
+        // The line itself is bounded.
+        let mut waiting = Vec::new();
+        for _ in 0..HASH_WAITING_PER_SOURCE + 1 {
+            let t = t.clone();
+            // Each holds its turn once it has it, so the line stays full.
+            waiting.push(tokio::spawn(async move {
+                let _turn = t.hash_turn(A).await;
+                std::future::pending::<()>().await;
+            }));
+        }
+        while lock(&t.state).hashing.get(&A).map_or(0, |l| l.users)
+            < HASH_JOBS_PER_SOURCE + HASH_WAITING_PER_SOURCE
+        {
+            tokio::task::yield_now().await;
+        }
+        assert!(t.hash_turn(A).await.is_none(), "a full line refuses");
+        for w in waiting {
+            w.abort();
+        }
     }
 }

@@ -342,5 +342,8 @@ fn an_unusable_listen_address_is_a_clear_error() {
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("listening on {addr}")), "{err}");
+    assert!(
+        err.contains(&format!("on {addr}")) && err.contains("in use"),
+        "{err}"
+    );
 }

@@ -93,6 +93,8 @@ fn app_with_history() -> App {
                 },
             })
             .collect(),
+        member_count: 2,
+        members_complete: true,
         catch_up: CatchUp::Recent,
         messages: (1..=MESSAGES).map(message).collect(),
         complete: true,

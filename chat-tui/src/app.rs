@@ -608,7 +608,13 @@ impl App {
                 self.me = Some(sanitize::name(&user, sanitize::MAX_NAME_GRAPHEMES));
                 self.conn = Conn::Connected;
                 // Rejoin every room we hold, from where we are; list_rooms finds the others.
-                let mut out = vec![Command::Send(ClientFrame::ListRooms, None)];
+                let mut out = vec![Command::Send(
+                    ClientFrame::ListRooms {
+                        after: None,
+                        limit: None,
+                    },
+                    None,
+                )];
                 for r in self.rooms.values() {
                     let (since_seq, epoch) = match r.since() {
                         Some((s, e)) => (Some(s), Some(e)),
@@ -633,8 +639,18 @@ impl App {
         let me = self.me.clone().unwrap_or_default();
         let now = Instant::now();
         match frame {
-            ServerFrame::RoomList { rooms } => {
-                let mut out = vec![];
+            ServerFrame::RoomList { rooms, next } => {
+                // The list comes in pages: ask for the next one first.
+                let mut out = match next {
+                    Some(after) => vec![Command::Send(
+                        ClientFrame::ListRooms {
+                            after: Some(after),
+                            limit: None,
+                        },
+                        None,
+                    )],
+                    None => vec![],
+                };
                 for info in rooms.into_iter().filter(|r| r.joined) {
                     if !self.rooms.contains_key(&info.room) {
                         self.room(&info.room).topic = sanitize::one_line(&info.topic, 200);
@@ -801,6 +817,13 @@ impl App {
                 ));
                 vec![]
             }
+            ServerFrame::RoomDeleted { room } => {
+                self.notice(format!(
+                    "{} was deleted by its owner",
+                    sanitize::name(&room, 64)
+                ));
+                self.frame(ServerFrame::Left { room }, None)
+            }
             ServerFrame::Left { room } => {
                 self.rooms.remove(&room);
                 self.editors.remove(&room);
@@ -840,6 +863,7 @@ impl App {
                 vec![]
             }
             ServerFrame::RoomCreated { .. }
+            | ServerFrame::MemberList { .. }
             | ServerFrame::DmOpened { .. }
             | ServerFrame::Ok
             | ServerFrame::Pong { .. } => vec![],

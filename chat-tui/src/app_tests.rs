@@ -66,6 +66,8 @@ fn joined(room: &str, catch_up: CatchUp, messages: Vec<HistoryMessage>, latest: 
                 status: Status::Online,
             },
         ],
+        member_count: 2,
+        members_complete: true,
         catch_up,
         messages,
         complete: true,
@@ -145,6 +147,8 @@ fn reconnect_rejoins_from_where_it_was_and_resends_pending_with_the_same_ids() {
         topic: "t".into(),
         visibility: Visibility::Public,
         members: vec![],
+        member_count: 0,
+        members_complete: true,
         catch_up: CatchUp::Replay,
         messages: vec![h(3, "bob", "missed")],
         complete: true,
@@ -492,4 +496,58 @@ fn read_positions_survive_a_restart() {
     );
     assert_eq!(a.rooms["there"].first_unread(), Some(3));
     assert_eq!(a.read_marks()["there"], 2);
+}
+
+#[test]
+fn the_room_list_is_read_page_by_page() {
+    let mut a = app();
+    let info = |room: &str| chat_proto::RoomInfo {
+        room: room.into(),
+        kind: chat_proto::RoomKind::Room,
+        visibility: Visibility::Public,
+        topic: String::new(),
+        members: 1,
+        joined: true,
+    };
+    let out = a.update(frame(ServerFrame::RoomList {
+        rooms: vec![info("a1"), info("a2")],
+        next: Some("a2".into()),
+    }));
+    let sent = sends(&out);
+    assert!(
+        sent.contains(&&ClientFrame::ListRooms {
+            after: Some("a2".into()),
+            limit: None
+        }),
+        "{sent:?}"
+    );
+    assert_eq!(
+        sent.iter()
+            .filter(|f| matches!(f, ClientFrame::Join { .. }))
+            .count(),
+        2
+    );
+    // The last page asks for nothing more.
+    let out = a.update(frame(ServerFrame::RoomList {
+        rooms: vec![info("b1")],
+        next: None,
+    }));
+    assert!(
+        !sends(&out)
+            .iter()
+            .any(|f| matches!(f, ClientFrame::ListRooms { .. }))
+    );
+}
+
+#[test]
+fn a_deleted_room_goes_away_with_a_notice() {
+    let mut a = app();
+    a.update(joined("gone", CatchUp::Recent, vec![h(1, "bob", "hi")], 1));
+    a.update(joined("kept", CatchUp::Recent, vec![], 0));
+    assert!(a.rooms.contains_key("gone"));
+    a.update(frame(ServerFrame::RoomDeleted {
+        room: "gone".into(),
+    }));
+    assert!(!a.rooms.contains_key("gone"));
+    assert!(a.rooms.contains_key("kept"));
 }

@@ -54,6 +54,8 @@ fn app_with(messages: Vec<(&str, &str)>) -> App {
                     status: Status::Offline,
                 },
             ],
+            member_count: 2,
+            members_complete: true,
             catch_up: CatchUp::Recent,
             messages: msgs,
             complete: true,

@@ -121,10 +121,11 @@ impl Session {
     ) -> Result<T, Fail> {
         // A source gets its share of the two hashing threads, not the whole queue: 300
         // connections pipelining logins from one address made everyone else's login wait 11 s.
-        let Some(_slot) = self.ctx.throttle.hash_slot(self.ticket.ip()) else {
+        // Its other logins wait in a line of their own.
+        let Some(_turn) = self.ctx.throttle.hash_turn(self.ticket.ip()).await else {
             return Err(Fail {
                 code: ErrorCode::RateLimited,
-                message: "other logins from your address are in progress; try again shortly".into(),
+                message: "too many logins from your address are waiting; try again shortly".into(),
                 room: None,
                 retry_after_ms: Some(HASH_RETRY_MS),
             });

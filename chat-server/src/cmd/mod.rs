@@ -4,4 +4,5 @@
 
 mod account;
 mod messages;
+mod room_admin;
 mod rooms;

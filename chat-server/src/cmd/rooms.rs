@@ -3,17 +3,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chat_proto::limits::{HISTORY_PAGE_MAX, check_room_name, check_topic, check_username};
-use chat_proto::{
-    CatchUp, ErrorCode, Member, RoomInfo, RoomKind, ServerFrame, Status, Visibility, encode,
+use chat_proto::limits::{
+    HISTORY_PAGE_MAX, ROOM_PAGE_MAX, check_room_name, check_topic, check_username,
 };
+use chat_proto::{CatchUp, ErrorCode, RoomInfo, RoomKind, ServerFrame, Status, Visibility, encode};
 
 use crate::broker::Event;
 use crate::reply::{self, Keep};
 use crate::session::{Fail, Outcome, Session};
 use crate::store::{RoomRecord, StoreError};
 
-fn no_such_room(room: &str) -> Fail {
+pub(super) fn no_such_room(room: &str) -> Fail {
     Fail::new(ErrorCode::NoSuchRoom, format!("there is no room `{room}`")).in_room(room)
 }
 
@@ -59,9 +59,26 @@ impl Session {
             .ok_or_else(|| no_such_room(room))
     }
 
+    /// The room, if this user may know it exists: public rooms, and private ones (direct
+    /// messages included) they are a member of or invited to. Any other private room is
+    /// `no_such_room`, exactly like a name nobody uses (docs/security.md).
+    pub(crate) async fn visible_room(&self, room: &str) -> Result<RoomRecord, Fail> {
+        let rec = self.room_record(room).await?;
+        if rec.visibility == Visibility::Public {
+            return Ok(rec);
+        }
+        let user = self.authed()?.reg.user.clone();
+        let store = &self.ctx.store;
+        if store.is_member(room, &user).await? || store.is_invited(room, &user).await? {
+            Ok(rec)
+        } else {
+            Err(no_such_room(room))
+        }
+    }
+
     pub(crate) async fn require_member(&self, room: &str) -> Outcome {
         let user = self.authed()?.reg.user.clone();
-        self.room_record(room).await?;
+        self.visible_room(room).await?;
         if self.ctx.store.is_member(room, &user).await? {
             Ok(())
         } else {
@@ -69,10 +86,23 @@ impl Session {
         }
     }
 
-    pub(crate) async fn list_rooms(&mut self) -> Outcome {
+    pub(crate) async fn list_rooms(
+        &mut self,
+        after: Option<String>,
+        limit: Option<u32>,
+    ) -> Outcome {
         let user = self.authed()?.reg.user.clone();
-        let rooms = self.ctx.store.rooms_for(&user).await?;
-        self.reply(&ServerFrame::RoomList { rooms });
+        let limit = limit.unwrap_or(ROOM_PAGE_MAX).clamp(1, ROOM_PAGE_MAX);
+        let room_for_it = self.reserve_reply().await?;
+        let mut rooms = self
+            .ctx
+            .store
+            .rooms_for(&user, after.as_deref(), limit + 1)
+            .await?;
+        let more = rooms.len() > limit as usize;
+        rooms.truncate(limit as usize);
+        let next = more.then(|| rooms.last().map(|r| r.room.clone())).flatten();
+        self.reply_reserved(&ServerFrame::RoomList { rooms, next }, room_for_it);
         Ok(())
     }
 
@@ -85,6 +115,16 @@ impl Session {
         let user = self.authed()?.reg.user.clone();
         check_room_name(&room).map_err(|m| Fail::new(ErrorCode::InvalidName, m))?;
         check_topic(&topic).map_err(|m| Fail::new(ErrorCode::InvalidTopic, m))?;
+        let cap = self.ctx.config.max_rooms_per_user;
+        if cap > 0 && self.ctx.store.rooms_owned(&user).await? >= u64::from(cap) {
+            return Err(Fail::new(
+                ErrorCode::LimitReached,
+                format!(
+                    "you own {cap} rooms, the most this server allows; delete one (delete_room) first"
+                ),
+            )
+            .in_room(&room));
+        }
         let rec = match self
             .ctx
             .store
@@ -134,16 +174,10 @@ impl Session {
                 .in_room(&room));
             }
         };
-        let rec = self.room_record(&room).await?;
+        // A private room the user is not a member of and not invited to: `no_such_room`.
+        let rec = self.visible_room(&room).await?;
         let store = &self.ctx.store;
         if !store.is_member(&room, &user).await? {
-            if rec.visibility == Visibility::Private && !store.is_invited(&room, &user).await? {
-                return Err(Fail::new(
-                    ErrorCode::NotInvited,
-                    "this room is private: you need an invite",
-                )
-                .in_room(&room));
-            }
             store.add_member(&room, &user).await?;
         }
         let authed = self.authed()?;
@@ -180,7 +214,8 @@ impl Session {
         let room = rec.name.as_str();
         let room_for_it = self.reserve_reply().await?;
         let latest = store.latest_seq(room).await?;
-        let members = member_list(store.members(room).await?, statuses);
+        let (members, member_count, members_complete) =
+            super::room_admin::joined_members(store.as_ref(), rec, statuses).await?;
         let (catch_up, messages, mut after) =
             match plan(since, &rec.epoch, latest, self.ctx.config.max_replay) {
                 Plan::Recent(catch_up) => {
@@ -206,6 +241,8 @@ impl Session {
             topic: rec.topic.clone(),
             visibility: rec.visibility,
             members,
+            member_count,
+            members_complete,
             catch_up,
             messages,
             complete: after >= latest,
@@ -244,7 +281,7 @@ impl Session {
             let a = self.authed()?;
             (a.reg.user.clone(), a.reg.id)
         };
-        self.room_record(&room).await?;
+        self.visible_room(&room).await?;
         if !self.ctx.store.remove_member(&room, &user).await? {
             return Err(not_member(&room));
         }
@@ -281,7 +318,7 @@ impl Session {
 
     pub(crate) async fn invite(&mut self, room: String, invitee: String) -> Outcome {
         let user = self.authed()?.reg.user.clone();
-        let rec = self.room_record(&room).await?;
+        let rec = self.visible_room(&room).await?;
         if rec.kind == RoomKind::Dm {
             return Err(
                 Fail::new(ErrorCode::Forbidden, "direct-message rooms take no invites")
@@ -293,6 +330,16 @@ impl Session {
             return Err(Fail::new(
                 ErrorCode::NoSuchUser,
                 format!("there is no user `{invitee}`"),
+            )
+            .in_room(&room));
+        }
+        if !self.ctx.invites.take(&user, std::time::Instant::now()) {
+            return Err(Fail::new(
+                ErrorCode::LimitReached,
+                format!(
+                    "you sent {} invites in the last hour, the most this server allows",
+                    self.ctx.config.max_invites_per_hour
+                ),
             )
             .in_room(&room));
         }
@@ -346,27 +393,6 @@ impl Session {
     }
 }
 
-/// The room's members (sorted by name, from the store) with the statuses of those present;
-/// a present user the store did not list (a race with `leave`) is added in order. Linear in the
-/// room's size: a join storm makes this run once per joiner over thousands of members.
-fn member_list(stored: Vec<String>, mut statuses: HashMap<Arc<str>, Status>) -> Vec<Member> {
-    let mut members: Vec<Member> = stored
-        .into_iter()
-        .map(|user| Member {
-            status: statuses.remove(user.as_str()).unwrap_or(Status::Offline),
-            user,
-        })
-        .collect();
-    if !statuses.is_empty() {
-        members.extend(statuses.into_iter().map(|(user, status)| Member {
-            user: user.to_string(),
-            status,
-        }));
-        members.sort_by(|a, b| a.user.cmp(&b.user));
-    }
-    members
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,29 +426,6 @@ mod tests {
             plan(Some((7, "old".into())), "ep", 10, 100),
             Plan::Recent(CatchUp::Reload),
             "other epoch"
-        );
-    }
-
-    #[test]
-    fn member_list_keeps_store_order_and_adds_present_users_it_missed() {
-        let statuses: HashMap<Arc<str>, Status> = [
-            (Arc::from("bob"), Status::Away),
-            (Arc::from("carl"), Status::Online),
-        ]
-        .into();
-        let got: Vec<(String, Status)> =
-            member_list(vec!["alice".into(), "bob".into(), "dora".into()], statuses)
-                .into_iter()
-                .map(|m| (m.user, m.status))
-                .collect();
-        assert_eq!(
-            got,
-            [
-                ("alice".into(), Status::Offline),
-                ("bob".into(), Status::Away),
-                ("carl".into(), Status::Online),
-                ("dora".into(), Status::Offline),
-            ]
         );
     }
 }

@@ -45,6 +45,9 @@ pub struct RoomRecord {
     pub topic: String,
     /// Changes whenever the room's history is recreated; a `since_seq` is only valid within one.
     pub epoch: String,
+    /// Who created it and may delete it (`None` for direct-message rooms and for rooms made
+    /// before rooms had owners).
+    pub owner: Option<String>,
 }
 
 /// A message to append.
@@ -121,8 +124,18 @@ pub trait Store: Send + Sync + 'static {
         owner: &str,
     ) -> Result<RoomRecord, StoreError>;
     async fn room(&self, name: &str) -> Result<Option<RoomRecord>, StoreError>;
-    /// Public rooms, and private rooms `user` is a member of or invited to, by name.
-    async fn rooms_for(&self, user: &str) -> Result<Vec<RoomInfo>, StoreError>;
+    /// Public rooms, and private rooms `user` is a member of or invited to, by name: at most
+    /// `limit` of them, named after `after`.
+    async fn rooms_for(
+        &self,
+        user: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RoomInfo>, StoreError>;
+    /// Rooms `user` owns (created).
+    async fn rooms_owned(&self, user: &str) -> Result<u64, StoreError>;
+    /// Deletes a room with its messages, members and invites; false if there was none.
+    async fn delete_room(&self, room: &str) -> Result<bool, StoreError>;
     async fn set_topic(&self, room: &str, topic: &str) -> Result<(), StoreError>;
     /// The direct-message room of `a` and `b` (named by [`chat_proto::limits::dm_room_name`]),
     /// created with both as members if it does not exist.
@@ -133,10 +146,18 @@ pub trait Store: Send + Sync + 'static {
     /// Ends `user`'s membership; true if they were one.
     async fn remove_member(&self, room: &str, user: &str) -> Result<bool, StoreError>;
     async fn is_member(&self, room: &str, user: &str) -> Result<bool, StoreError>;
-    /// Member usernames, sorted.
-    async fn members(&self, room: &str) -> Result<Vec<String>, StoreError>;
+    /// Member usernames, sorted: at most `limit`, named after `after`.
+    async fn members(
+        &self,
+        room: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+    async fn member_count(&self, room: &str) -> Result<u64, StoreError>;
     async fn invite(&self, room: &str, user: &str) -> Result<(), StoreError>;
     async fn is_invited(&self, room: &str, user: &str) -> Result<bool, StoreError>;
+    /// Removes `user`'s invite to `room`; false if there was none.
+    async fn decline_invite(&self, room: &str, user: &str) -> Result<bool, StoreError>;
 
     /// Queues a message for the next group commit. Returns once queued (waiting while the queue
     /// is full: that is the back-pressure); `done` runs after the commit.

@@ -136,6 +136,12 @@ CREATE UNIQUE INDEX messages_by_client_id ON messages(user_id, client_id);
     r#"
 ALTER TABLE rooms DROP COLUMN last_seq;
 "#,
+    // Rooms have an owner (its creator; NULL for rooms made before owners, and for DMs), who may
+    // delete it, and whose rooms count against their quota.
+    r#"
+ALTER TABLE rooms ADD COLUMN owner_id INTEGER REFERENCES users(id);
+CREATE INDEX rooms_by_owner ON rooms(owner_id);
+"#,
 ];
 
 /// The SQLite store. Cloning is cheap and shares the writer and the read pool.
@@ -188,10 +194,13 @@ fn room_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RoomRecord> {
         },
         topic: row.get(3)?,
         epoch: row.get(4)?,
+        owner: row.get(5)?,
     })
 }
 
-const ROOM_COLUMNS: &str = "name, kind, visibility, topic, epoch";
+/// A room's columns as [`room_from_row`] reads them, from `rooms` (aliased or not).
+const ROOM_COLUMNS: &str =
+    "name, kind, visibility, topic, epoch, (SELECT u.name FROM users u WHERE u.id = owner_id)";
 
 fn new_epoch() -> String {
     format!("{:016x}", rand::random::<u64>())
@@ -279,9 +288,18 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_with(move |w| f(&w.conn)).await
+    }
+
+    /// [`SqliteStore::write`] with the writer's state (its remembered seqs) at hand.
+    async fn write_with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Writer) -> Result<T, StoreError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |w| {
-            let result = in_savepoint(w, |w| f(&w.conn));
+            let result = in_savepoint(w, f);
             Box::new(move |commit| {
                 let r = match commit {
                     Ok(()) => result,
@@ -561,6 +579,7 @@ fn insert_room(
     kind: RoomKind,
     visibility: Visibility,
     topic: &str,
+    owner: Option<(i64, &str)>,
 ) -> Result<(i64, RoomRecord), StoreError> {
     let exists: bool = conn.query_row(
         "SELECT EXISTS(SELECT 1 FROM rooms WHERE name = ?1)",
@@ -572,8 +591,8 @@ fn insert_room(
     }
     let epoch = new_epoch();
     conn.execute(
-        "INSERT INTO rooms (name, kind, visibility, topic, epoch, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![name, kind_str(kind), visibility_str(visibility), topic, epoch, now_ms()],
+        "INSERT INTO rooms (name, kind, visibility, topic, epoch, created_at, owner_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![name, kind_str(kind), visibility_str(visibility), topic, epoch, now_ms(), owner.map(|o| o.0)],
     )?;
     let id = conn.last_insert_rowid();
     Ok((
@@ -584,6 +603,7 @@ fn insert_room(
             visibility,
             topic: topic.to_owned(),
             epoch,
+            owner: owner.map(|o| o.1.to_owned()),
         },
     ))
 }
@@ -752,7 +772,14 @@ impl Store for SqliteStore {
         let (name, topic, owner) = (name.to_owned(), topic.to_owned(), owner.to_owned());
         self.write(move |c| {
             let uid = user_id(c, &owner)?;
-            let (rid, rec) = insert_room(c, &name, RoomKind::Room, visibility, &topic)?;
+            let (rid, rec) = insert_room(
+                c,
+                &name,
+                RoomKind::Room,
+                visibility,
+                &topic,
+                Some((uid, &owner)),
+            )?;
             add_member_ids(c, rid, uid)?;
             Ok(rec)
         })
@@ -772,8 +799,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn rooms_for(&self, user: &str) -> Result<Vec<RoomInfo>, StoreError> {
+    async fn rooms_for(
+        &self,
+        user: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RoomInfo>, StoreError> {
         let user = user.to_owned();
+        let after = after.unwrap_or("").to_owned();
         self.read(move |c| {
             let uid = user_id(c, &user)?;
             let mut stmt = c.prepare_cached(&format!(
@@ -781,20 +814,20 @@ impl Store for SqliteStore {
                     (SELECT COUNT(*) FROM members m WHERE m.room_id = r.id),
                     EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.user_id = ?1)
                  FROM rooms r
-                 WHERE r.visibility = 'public'
+                 WHERE r.name > ?2 AND (r.visibility = 'public'
                     OR EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.user_id = ?1)
-                    OR EXISTS(SELECT 1 FROM invites i WHERE i.room_id = r.id AND i.user_id = ?1)
-                 ORDER BY r.name"
+                    OR EXISTS(SELECT 1 FROM invites i WHERE i.room_id = r.id AND i.user_id = ?1))
+                 ORDER BY r.name LIMIT ?3"
             ))?;
-            let rows = stmt.query_map([uid], |r| {
+            let rows = stmt.query_map(params![uid, after, limit], |r| {
                 let rec = room_from_row(r)?;
                 Ok(RoomInfo {
                     room: rec.name,
                     kind: rec.kind,
                     visibility: rec.visibility,
                     topic: rec.topic,
-                    members: r.get::<_, i64>(5)? as u64,
-                    joined: r.get(6)?,
+                    members: r.get::<_, i64>(6)? as u64,
+                    joined: r.get(7)?,
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
@@ -827,12 +860,12 @@ impl Store for SqliteStore {
                 .query_row(
                     &format!("SELECT {ROOM_COLUMNS}, id FROM rooms WHERE name = ?1"),
                     [&name],
-                    |r| Ok((r.get::<_, i64>(5)?, room_from_row(r)?)),
+                    |r| Ok((r.get::<_, i64>(6)?, room_from_row(r)?)),
                 )
                 .optional()?;
             let (rid, rec) = match existing {
                 Some(found) => found,
-                None => insert_room(c, &name, RoomKind::Dm, Visibility::Private, "")?,
+                None => insert_room(c, &name, RoomKind::Dm, Visibility::Private, "", None)?,
             };
             add_member_ids(c, rid, ua)?;
             add_member_ids(c, rid, ub)?;
@@ -845,6 +878,11 @@ impl Store for SqliteStore {
         let (room, user) = (room.to_owned(), user.to_owned());
         self.write(move |c| {
             let (rid, uid) = (room_id(c, &room)?, user_id(c, &user)?);
+            // The invite is used up by the join it allowed.
+            c.execute(
+                "DELETE FROM invites WHERE room_id = ?1 AND user_id = ?2",
+                params![rid, uid],
+            )?;
             add_member_ids(c, rid, uid)
         })
         .await
@@ -854,6 +892,12 @@ impl Store for SqliteStore {
         let (room, user) = (room.to_owned(), user.to_owned());
         self.write(move |c| {
             let (rid, uid) = (room_id(c, &room)?, user_id(c, &user)?);
+            // An invite does not outlive the membership it led to: a member who leaves a
+            // private room needs a new one to come back.
+            c.execute(
+                "DELETE FROM invites WHERE room_id = ?1 AND user_id = ?2",
+                params![rid, uid],
+            )?;
             Ok(c.execute(
                 "DELETE FROM members WHERE room_id = ?1 AND user_id = ?2",
                 params![rid, uid],
@@ -868,15 +912,82 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn members(&self, room: &str) -> Result<Vec<String>, StoreError> {
+    async fn members(
+        &self,
+        room: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
         let room = room.to_owned();
+        let after = after.unwrap_or("").to_owned();
         self.read(move |c| {
             let rid = room_id(c, &room)?;
             let mut stmt = c.prepare_cached(
-                "SELECT u.name FROM members m JOIN users u ON u.id = m.user_id WHERE m.room_id = ?1 ORDER BY u.name",
+                "SELECT u.name FROM members m JOIN users u ON u.id = m.user_id
+                 WHERE m.room_id = ?1 AND u.name > ?2 ORDER BY u.name LIMIT ?3",
             )?;
-            let rows = stmt.query_map([rid], |r| r.get(0))?;
+            let rows = stmt.query_map(params![rid, after, limit], |r| r.get(0))?;
             Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn member_count(&self, room: &str) -> Result<u64, StoreError> {
+        let room = room.to_owned();
+        self.read(move |c| {
+            let rid = room_id(c, &room)?;
+            let n: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM members WHERE room_id = ?1")?
+                .query_row([rid], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn rooms_owned(&self, user: &str) -> Result<u64, StoreError> {
+        let user = user.to_owned();
+        self.read(move |c| {
+            let uid = user_id(c, &user)?;
+            let n: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM rooms WHERE owner_id = ?1")?
+                .query_row([uid], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn delete_room(&self, room: &str) -> Result<bool, StoreError> {
+        let room = room.to_owned();
+        self.write_with(move |w| {
+            let Some(rid) = w
+                .conn
+                .query_row("SELECT id FROM rooms WHERE name = ?1", [&room], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .optional()?
+            else {
+                return Ok(false);
+            };
+            for table in ["messages", "members", "invites"] {
+                w.conn
+                    .execute(&format!("DELETE FROM {table} WHERE room_id = ?1"), [rid])?;
+            }
+            w.conn.execute("DELETE FROM rooms WHERE id = ?1", [rid])?;
+            // A room made again under this name is a new room: its seqs start over.
+            w.rooms.remove(&room);
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn decline_invite(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.write(move |c| {
+            let (rid, uid) = (room_id(c, &room)?, user_id(c, &user)?);
+            Ok(c.execute(
+                "DELETE FROM invites WHERE room_id = ?1 AND user_id = ?2",
+                params![rid, uid],
+            )? > 0)
         })
         .await
     }

@@ -24,6 +24,84 @@ pub async fn run_all(store: Arc<dyn Store>) {
     seqs_are_gap_free_and_ids_dedup(&*store).await;
     concurrent_appends_complete_in_seq_order(store.clone()).await;
     history_pages(&*store).await;
+    pages_owners_and_deletion(&*store).await;
+}
+
+/// Room and member lists in pages; owners' quotas; an invite used up by joining, ended by
+/// leaving, or declined; a room deleted with everything in it, its name free again.
+async fn pages_owners_and_deletion(s: &dyn Store) {
+    for u in ["owner", "m1", "m2", "m3", "guest"] {
+        s.create_user(u, "h").await.expect("user");
+    }
+    let before = s.rooms_owned("owner").await.expect("owned");
+    for r in ["pa", "pb", "pc", "pd"] {
+        s.create_room(r, Visibility::Public, "", "owner")
+            .await
+            .expect("room");
+    }
+    assert_eq!(s.rooms_owned("owner").await.expect("owned"), before + 4);
+    s.open_dm("owner", "m1").await.expect("dm");
+    assert_eq!(
+        s.rooms_owned("owner").await.expect("owned"),
+        before + 4,
+        "a direct-message room has no owner"
+    );
+    // Pages: names strictly after the cursor, sorted, at most `limit`.
+    let names = |v: Vec<chat_proto::RoomInfo>| v.into_iter().map(|r| r.room).collect::<Vec<_>>();
+    let page = names(s.rooms_for("guest", Some("p"), 2).await.expect("page"));
+    assert_eq!(page, ["pa", "pb"]);
+    let page = names(s.rooms_for("guest", Some("pb"), 2).await.expect("page"));
+    assert_eq!(page, ["pc", "pd"]);
+    for u in ["m1", "m2", "m3"] {
+        s.add_member("pa", u).await.expect("member");
+    }
+    assert_eq!(s.member_count("pa").await.expect("count"), 4);
+    assert_eq!(s.members("pa", None, 2).await.expect("page"), ["m1", "m2"]);
+    assert_eq!(
+        s.members("pa", Some("m2"), 10).await.expect("page"),
+        ["m3", "owner"]
+    );
+    // Invites: used up by the join, ended by leaving, or declined.
+    let p = s
+        .create_room("pz", Visibility::Private, "", "owner")
+        .await
+        .expect("private");
+    s.invite(&p.name, "guest").await.expect("invite");
+    assert!(s.add_member("pz", "guest").await.expect("join"));
+    assert!(!s.is_invited("pz", "guest").await.expect("inv"), "used up");
+    assert!(s.remove_member("pz", "guest").await.expect("leave"));
+    assert!(!s.is_invited("pz", "guest").await.expect("inv"));
+    s.invite("pz", "m1").await.expect("invite");
+    assert!(s.decline_invite("pz", "m1").await.expect("decline"));
+    assert!(!s.is_invited("pz", "m1").await.expect("inv"));
+    assert!(!s.decline_invite("pz", "m1").await.expect("decline twice"));
+    // Deletion takes the messages, members and invites with it; the name can be used again,
+    // and the new room's seqs start over under a new epoch.
+    for i in 0..3 {
+        append_and_wait(s, msg("pa", "m1", &format!("del-{i}"), "x"))
+            .await
+            .expect("append");
+    }
+    s.invite("pa", "guest").await.expect("invite");
+    let old = s.room("pa").await.expect("get").expect("some");
+    assert!(s.delete_room("pa").await.expect("delete"));
+    assert!(!s.delete_room("pa").await.expect("delete twice"));
+    assert_eq!(s.room("pa").await.expect("get"), None);
+    assert!(matches!(
+        s.is_member("pa", "m1").await,
+        Err(StoreError::NotFound) | Ok(false)
+    ));
+    let again = s
+        .create_room("pa", Visibility::Public, "", "m2")
+        .await
+        .expect("name free again");
+    assert_ne!(again.epoch, old.epoch);
+    assert_eq!(s.latest_seq("pa").await.expect("latest"), 0);
+    let a = append_and_wait(s, msg("pa", "m1", "del-new", "x"))
+        .await
+        .expect("append");
+    assert_eq!(a.seq, 1, "a new room's seqs start at 1");
+    assert_eq!(s.members("pa", None, 10).await.expect("members"), ["m2"]);
 }
 
 async fn users_and_tokens(s: &dyn Store) {
@@ -65,6 +143,7 @@ async fn rooms_members_invites(s: &dyn Store) {
         (RoomKind::Room, Visibility::Public, "hi")
     );
     assert!(!r.epoch.is_empty());
+    assert_eq!(r.owner.as_deref(), Some("alice"));
     assert!(matches!(
         s.create_room("general", Visibility::Public, "", "bob")
             .await,
@@ -76,7 +155,7 @@ async fn rooms_members_invites(s: &dyn Store) {
     assert!(s.add_member("general", "bob").await.expect("add"));
     assert!(!s.add_member("general", "bob").await.expect("add twice"));
     assert_eq!(
-        s.members("general").await.expect("members"),
+        s.members("general", None, 100).await.expect("members"),
         vec!["alice", "bob"]
     );
     assert!(s.remove_member("general", "bob").await.expect("rm"));
@@ -95,17 +174,17 @@ async fn rooms_members_invites(s: &dyn Store) {
     assert_ne!(p.epoch, r.epoch, "each room has its own epoch");
     let names = |v: Vec<chat_proto::RoomInfo>| v.into_iter().map(|r| r.room).collect::<Vec<_>>();
     assert_eq!(
-        names(s.rooms_for("bob").await.expect("list")),
+        names(s.rooms_for("bob", None, 100).await.expect("list")),
         vec!["general"]
     );
     assert!(!s.is_invited("secret", "bob").await.expect("inv"));
     s.invite("secret", "bob").await.expect("invite");
     assert!(s.is_invited("secret", "bob").await.expect("inv"));
     assert_eq!(
-        names(s.rooms_for("bob").await.expect("list")),
+        names(s.rooms_for("bob", None, 100).await.expect("list")),
         vec!["general", "secret"]
     );
-    let alice_view = s.rooms_for("alice").await.expect("list");
+    let alice_view = s.rooms_for("alice", None, 100).await.expect("list");
     assert!(
         alice_view.iter().all(|r| r.joined),
         "alice is in both: {alice_view:?}"
@@ -130,11 +209,11 @@ async fn direct_messages(s: &dyn Store) {
         (RoomKind::Dm, Visibility::Private)
     );
     assert_eq!(
-        s.members("dm:alice:bob").await.expect("m"),
+        s.members("dm:alice:bob", None, 100).await.expect("m"),
         vec!["alice", "bob"]
     );
     assert!(
-        !s.rooms_for("carol")
+        !s.rooms_for("carol", None, 100)
             .await
             .expect("l")
             .iter()

@@ -29,7 +29,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(tune: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), tune).await
+    }
+
+    /// A server on the database `dir/chat.db`, which a test may have filled beforehand.
+    pub async fn start_in(dir: tempfile::TempDir, tune: impl FnOnce(&mut Config)) -> Self {
         let db = dir.path().join("chat.db");
         let mut config = Config::new("127.0.0.1:0".parse().expect("addr"), db.clone());
         tune(&mut config);
