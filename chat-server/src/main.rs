@@ -22,9 +22,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
+        .with_env_filter(quiet_frames(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        ))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -52,6 +52,12 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.serve.into_config().map_err(anyhow::Error::msg)?;
+    // A serving server claims the file first; `user add` beside a running server is fine
+    // (SQLite serialises the writes, and it touches no room's seqs).
+    let _claim = match cli.command {
+        None => Some(chat_server::store::sqlite::claim(&config.db).map_err(anyhow::Error::msg)?),
+        Some(_) => None,
+    };
     let store = SqliteStore::open(&config.db)
         .with_context(|| format!("opening the database {}", config.db.display()))?;
     match cli.command {
@@ -137,4 +143,13 @@ impl Signals {
             }
         }
     }
+}
+
+/// tungstenite traces every frame it reads and writes, passwords and tokens included, and
+/// rustls its handshake: whatever RUST_LOG says, those crates log at info at most.
+fn quiet_frames(filter: EnvFilter) -> EnvFilter {
+    ["tungstenite=info", "tokio_tungstenite=info", "rustls=info"]
+        .into_iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, EnvFilter::add_directive)
 }

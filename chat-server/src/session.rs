@@ -44,6 +44,13 @@ impl From<StoreError> for Fail {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Closed => Fail::new(ErrorCode::Unavailable, "the server is shutting down"),
+            StoreError::Busy => {
+                tracing::error!("storage busy: the database is locked by another process");
+                Fail::new(
+                    ErrorCode::Unavailable,
+                    "storage is busy (its database is locked); try again shortly",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "storage failed");
                 Fail::new(ErrorCode::Internal, "storage error; try again")

@@ -4,47 +4,11 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Client, Next};
-
-const BIN: &str = env!("CARGO_BIN_EXE_chat-server");
-
-/// Starts the binary on an ephemeral port and returns it with the address it logged.
-fn spawn_server(db: &Path, extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--db"])
-        .arg(db)
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn chat-server");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .expect("read stderr");
-        if let Some(i) = line.find("ws://") {
-            let rest = &line[i + 5..];
-            break rest[..rest.find("/ws").expect("/ws")].to_owned();
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
-}
-
-fn url(addr: &str) -> String {
-    format!("ws://{addr}/ws")
-}
+use support::{BIN, Client, Next, spawn_server, url};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_message() {

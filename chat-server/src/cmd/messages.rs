@@ -73,6 +73,13 @@ impl Session {
                         ErrorCode::Unavailable,
                         "the server is shutting down; the message was not stored: send it again with the same id after reconnecting",
                     ),
+                    StoreError::Busy => {
+                        tracing::error!("append failed: the database is locked by another process");
+                        (
+                            ErrorCode::Unavailable,
+                            "storage is busy (its database is locked); the message was not stored: send it again with the same id",
+                        )
+                    }
                     other => {
                         tracing::error!(error = %other, "append failed");
                         (

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chat_proto::{HistoryMessage, RoomInfo, RoomKind, Visibility};
 
 /// Why a storage call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A name that must be unique is taken (user, room).
     #[error("already exists")]
@@ -28,11 +28,23 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("store closed")]
     Closed,
+    /// The database is locked by someone else for longer than the server waits; nothing was
+    /// written. Worth retrying.
+    #[error("database busy (locked by another process)")]
+    Busy,
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Db(e.to_string())
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == DatabaseBusy || f.code == DatabaseLocked =>
+            {
+                StoreError::Busy
+            }
+            _ => StoreError::Db(e.to_string()),
+        }
     }
 }
 

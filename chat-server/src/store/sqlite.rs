@@ -24,7 +24,8 @@ use super::{AppendDone, Appended, NewMessage, RoomRecord, Store, StoreError};
 
 /// A unit of work for the writer thread: runs inside the batch's transaction and returns what to
 /// do once the commit's outcome is known.
-type Job = Box<dyn FnOnce(&mut Writer) -> Completion + Send>;
+/// Runs inside a batch's transaction; told why instead when the batch could not start.
+type Job = Box<dyn FnOnce(Result<&mut Writer, &StoreError>) -> Completion + Send>;
 
 /// The writer thread's connection and what it remembers between messages. Only this thread
 /// writes, so its copy of each room's last seq is exact. A room's latest seq is stored nowhere
@@ -87,6 +88,14 @@ const MAX_BATCH: usize = 4096;
 /// Read connections kept open for reuse.
 const READ_POOL: usize = 4;
 
+/// The error a job reports when its batch did not commit.
+fn batch_failed(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Busy => StoreError::Busy,
+        other => StoreError::Db(format!("commit failed: {other}")),
+    }
+}
+
 /// Schema migrations, applied in order at open; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -143,6 +152,56 @@ ALTER TABLE rooms ADD COLUMN owner_id INTEGER REFERENCES users(id);
 CREATE INDEX rooms_by_owner ON rooms(owner_id);
 "#,
 ];
+
+/// A serving server's claim on its database file: one `chat-server` per file. Two would each
+/// keep their own copy of every room's latest seq, and every send of the one that wrote second
+/// would fail. Held until dropped; the kernel drops it with the process, `kill -9` included.
+#[derive(Debug)]
+pub struct Claim {
+    _file: std::fs::File,
+}
+
+/// Claims `path` (an advisory lock on `path.lock`, beside it) for this process, or says who
+/// holds it.
+pub fn claim(path: &Path) -> Result<Claim, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    make_parent(path)?;
+    let lock = path.with_extension(match path.extension() {
+        Some(e) => format!("{}.lock", e.to_string_lossy()),
+        None => "lock".into(),
+    });
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock)
+        .map_err(|e| StoreError::Db(format!("opening {}: {e}", lock.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Claim { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Db(format!(
+            "another chat-server is already serving {} (it holds {}): stop it first, or give this one another --db",
+            path.display(),
+            lock.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::Db(format!("locking {}: {e}", lock.display())))
+        }
+    }
+}
+
+/// Creates the database's directory if missing, readable by the server's user only.
+fn make_parent(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display()))),
+        _ => Ok(()),
+    }
+}
 
 /// The SQLite store. Cloning is cheap and shares the writer and the read pool.
 #[derive(Clone)]
@@ -237,11 +296,17 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies migrations and starts the
     /// writer thread.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
+        make_parent(path)?;
+        // The file holds password and token hashes: readable by the server's user only. SQLite
+        // gives its -wal and -shm files the database file's permissions.
         {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| StoreError::Db(format!("creating {}: {e}", path.display())))?;
         }
         let mut writer = Connection::open(path)?;
         // A new database gets 1 KiB pages: a message touches a few scattered pages (its room's
@@ -299,11 +364,13 @@ impl SqliteStore {
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |w| {
-            let result = in_savepoint(w, f);
+            let result = w
+                .map_err(StoreError::clone)
+                .and_then(|w| in_savepoint(w, f));
             Box::new(move |commit| {
                 let r = match commit {
                     Ok(()) => result,
-                    Err(e) => Err(StoreError::Db(format!("commit failed: {e}"))),
+                    Err(e) => Err(batch_failed(e)),
                 };
                 let _ = tx.send(r);
             })
@@ -416,7 +483,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
         let outcome = match w.conn.execute_batch("BEGIN IMMEDIATE") {
             Ok(()) => {
                 for job in batch.drain(..) {
-                    done.push(job(&mut w));
+                    done.push(job(Ok(&mut w)));
                 }
                 if w.broken {
                     Err(StoreError::Db("a savepoint could not be closed".into()))
@@ -424,7 +491,15 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                     w.conn.execute_batch("COMMIT").map_err(StoreError::from)
                 }
             }
-            Err(e) => Err(StoreError::from(e)),
+            Err(e) => {
+                // The batch could not start (the file is locked by another process): every job
+                // is told why, rather than dropped as if the server were shutting down.
+                let e = StoreError::from(e);
+                for job in batch.drain(..) {
+                    done.push(job(Err(&e)));
+                }
+                Err(e)
+            }
         };
         stats.record(jobs, started.elapsed());
         if let Err(e) = &outcome {
@@ -1013,12 +1088,21 @@ impl Store for SqliteStore {
 
     async fn append(&self, msg: NewMessage, done: AppendDone) -> Result<(), StoreError> {
         let job: Job = Box::new(move |w| {
-            // In a savepoint: a failure undoes the row, and the seq in memory moves only after.
-            let result = in_savepoint(w, |w| append_one(w, &msg));
+            let result = w.map_err(StoreError::clone).and_then(|w| {
+                // In a savepoint: a failure undoes the row, and the seq in memory moves only
+                // after. A failed insert may mean the remembered seq is stale (another process
+                // wrote to the file): it is read from the database again next time, instead of
+                // every later append to the room failing on the same seq.
+                let r = in_savepoint(w, |w| append_one(w, &msg));
+                if r.is_err() {
+                    w.rooms.remove(&msg.room);
+                }
+                r
+            });
             Box::new(move |commit| {
                 done.call(match commit {
                     Ok(()) => result,
-                    Err(e) => Err(StoreError::Db(format!("commit failed: {e}"))),
+                    Err(e) => Err(batch_failed(e)),
                 })
             })
         });
@@ -1134,6 +1218,75 @@ mod tests {
             .await
             .expect("queued");
         rx.await.expect("answered").expect("stored")
+    }
+
+    async fn try_append(s: &SqliteStore, room: &str, id: &str) -> Result<Appended, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let msg = NewMessage {
+            room: room.into(),
+            from: "alice".into(),
+            client_id: id.into(),
+            body: "hi".into(),
+        };
+        s.append(msg, AppendDone::new(move |r| drop(tx.send(r))))
+            .await
+            .expect("queued");
+        rx.await.expect("answered")
+    }
+
+    async fn one_room(path: &Path) -> SqliteStore {
+        let s = SqliteStore::open(path).expect("open");
+        s.create_user("alice", "h").await.expect("user");
+        s.create_room("r", chat_proto::Visibility::Public, "", "alice")
+            .await
+            .expect("room");
+        s
+    }
+
+    #[tokio::test]
+    async fn a_seq_taken_behind_the_writers_back_fails_one_send_not_every_later_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chat.db");
+        let s = one_room(&path).await;
+        assert_eq!(append(&s, "r", "m1").await.seq, 1);
+        // Another process writes seq 2 into the same file (what a second server did).
+        let other = Connection::open(&path).expect("other");
+        other
+            .execute(
+                "INSERT INTO messages (room_id, seq, user_id, client_id, body, ts)
+                 SELECT r.id, 2, u.id, 'theirs', 'x', 0 FROM rooms r, users u
+                 WHERE r.name = 'r' AND u.name = 'alice'",
+                [],
+            )
+            .expect("insert behind the writer's back");
+        assert!(try_append(&s, "r", "m2").await.is_err(), "seq 2 is taken");
+        // The writer read the room's seq again: the next send is stored, after the other's.
+        assert_eq!(append(&s, "r", "m3").await.seq, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_locked_database_is_busy_not_shutting_down() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chat.db");
+        let s = one_room(&path).await;
+        let locker = Connection::open(&path).expect("other");
+        locker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+        // The writer waits its busy timeout (5 s), then reports the truth.
+        let e = try_append(&s, "r", "m1").await.expect_err("locked");
+        assert!(matches!(e, StoreError::Busy), "{e:?}");
+        locker.execute_batch("ROLLBACK").expect("unlock");
+        assert_eq!(append(&s, "r", "m1").await.seq, 1, "then it works again");
+    }
+
+    #[test]
+    fn one_server_per_database_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub").join("chat.db");
+        let first = claim(&path).expect("first");
+        let e = claim(&path).expect_err("second");
+        assert!(e.to_string().contains("another chat-server"), "{e}");
+        drop(first);
+        claim(&path).expect("free again");
     }
 
     #[tokio::test]

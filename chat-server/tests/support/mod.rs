@@ -256,3 +256,61 @@ pub async fn send_many(c: &mut Client, room: &str, prefix: &str, n: u64, body: &
     }
     seqs
 }
+
+/// The chat-server binary of this build.
+pub const BIN: &str = env!("CARGO_BIN_EXE_chat-server");
+
+/// Starts the binary on an ephemeral port and returns it with the address it logged.
+pub fn spawn_server(db: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
+    let (child, addr, _) = spawn_server_logged(db, extra, "info");
+    (child, addr)
+}
+
+/// The same with `RUST_LOG` set to `log`; also returns every line it writes to stderr.
+pub fn spawn_server_logged(
+    db: &std::path::Path,
+    extra: &[&str],
+    log: &str,
+) -> (
+    std::process::Child,
+    String,
+    Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .args(extra)
+        .env("RUST_LOG", log)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn chat-server");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .expect("read stderr");
+        seen.lock().expect("log").push(line.clone());
+        if let Some(i) = line.find("ws://") {
+            let rest = &line[i + 5..];
+            break rest[..rest.find("/ws").expect("/ws")].to_owned();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    let keep = seen.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            keep.lock().expect("log").push(line);
+        }
+    });
+    (child, addr, seen)
+}
+
+pub fn url(addr: &str) -> String {
+    format!("ws://{addr}/ws")
+}
