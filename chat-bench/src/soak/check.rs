@@ -94,9 +94,9 @@ pub struct Inputs<'a> {
     pub logs: &'a Logs,
     pub incarnations: &'a [Incarnation],
     pub max_rss_kib: u64,
-    /// Messages a staller's rooms carry during its shortest stall: below about 2,000 (the
-    /// server's queue of 1,024 frames and the socket buffers) it may well survive.
-    pub stall_traffic: f64,
+    /// Whether the traffic was enough that a staller must have been closed (see
+    /// `stall_must_close` in mod.rs).
+    pub stall_must_close: bool,
 }
 
 #[derive(Default)]
@@ -354,6 +354,15 @@ fn rogues(i: &Inputs<'_>, v: &mut Verdict) {
             _ => chat_proto::close::SLOW_CONSUMER,
         };
         for e in &r.episodes {
+            // Without a close frame (the server could not send it past what the client had
+            // not read, or was killed right after) the server's log says what it did.
+            let logged = e.peer.is_some_and(|p| {
+                i.logs
+                    .closes
+                    .get(e.generation)
+                    .and_then(|c| c.get(&p))
+                    .is_some_and(|codes| codes.contains(&expected))
+            });
             let what = match e.outcome {
                 Outcome::Closed(code) if code == expected => format!("closed {code}"),
                 Outcome::Closed(code) => {
@@ -361,15 +370,6 @@ fn rogues(i: &Inputs<'_>, v: &mut Verdict) {
                     format!("closed {code} (wrong)")
                 }
                 Outcome::Dropped => {
-                    // No close frame (the server could not send it past what the client had
-                    // not read): the server's log says what it did.
-                    let logged = e.peer.and_then(|p| {
-                        i.logs
-                            .closes
-                            .get(e.generation)?
-                            .get(&p)
-                            .map(|codes| codes.contains(&expected))
-                    });
                     let inc = i.incarnations.get(e.generation);
                     // The log line comes after a grace period of 2 s: a kill soon after may
                     // have taken it.
@@ -380,7 +380,7 @@ fn rogues(i: &Inputs<'_>, v: &mut Verdict) {
                                 .is_some_and(|t| t.saturating_duration_since(e.ended).as_secs() < 6)
                     });
                     match logged {
-                        Some(true) => format!("closed {expected} (logged, no frame)"),
+                        true => format!("closed {expected} (logged, no frame)"),
                         _ if killed_soon => "dropped, server killed before logging".to_owned(),
                         _ => {
                             v.add("rogue_wrong_close", 1);
@@ -388,8 +388,12 @@ fn rogues(i: &Inputs<'_>, v: &mut Verdict) {
                         }
                     }
                 }
+                Outcome::Killed | Outcome::Failed if logged => {
+                    format!("closed {expected} (logged, then killed or while joining)")
+                }
                 Outcome::Killed => "ended by a kill".to_owned(),
                 Outcome::Failed => "could not connect".to_owned(),
+                Outcome::Late => "outlived the chaos".to_owned(),
                 Outcome::Survived => {
                     if r.kind == Kind::Flood {
                         v.add("flood_survived", 1);
@@ -431,7 +435,17 @@ fn rogues(i: &Inputs<'_>, v: &mut Verdict) {
             .rogues
             .iter()
             .any(|r| r.kind.name() == kind && !r.episodes.is_empty())
-            && (kind == "flood" || i.stall_traffic >= 2000.0);
+            && (kind == "flood" || i.stall_must_close)
+            // A staller that was killed or could not join every time never got to stall.
+            && i.rogues.iter().any(|r| {
+                r.kind.name() == kind
+                    && r.episodes.iter().any(|e| {
+                        matches!(
+                            e.outcome,
+                            Outcome::Closed(_) | Outcome::Dropped | Outcome::Survived
+                        )
+                    })
+            });
         if tried && v.figures.get(key).copied().unwrap_or(0) == 0 {
             v.violations.push(format!(
                 "no {kind} connection was closed as the protocol promises"

@@ -50,6 +50,8 @@ pub enum Outcome {
     Survived,
     /// Could not connect or join (the server was down or restarting).
     Failed,
+    /// Survived, but the chaos (and the rooms' traffic) ended during its stall or flood.
+    Late,
 }
 
 #[derive(Debug, Clone)]
@@ -84,21 +86,35 @@ pub async fn run(spec: Spec, shared: Arc<Shared>) -> Report {
     let phase = shared.phase.subscribe();
     // Spread the first episodes over a few seconds.
     sleep(rng.between(Duration::ZERO, Duration::from_secs(3))).await;
+    let mut told = false;
     while *phase.borrow() == Phase::Run {
-        let generation = shared.generation.load(Ordering::SeqCst);
+        let before = shared.generation.load(Ordering::SeqCst);
         let mut peer = None;
         let outcome = match spec.kind {
             Kind::Flood => flood(&spec, &shared, &mut report.sent, &mut peer).await,
             _ => stall(&spec, &shared, &mut rng, &mut report.sent, &mut peer).await,
         };
+        // The incarnation it was served by: the one up when it connected.
+        let generation = peer.map_or(before, |(_, g)| g);
         let outcome = match outcome {
             _ if shared.generation.load(Ordering::SeqCst) != generation => Outcome::Killed,
+            Ok(Outcome::Survived) if *phase.borrow() != Phase::Run => Outcome::Late,
             Ok(o) => o,
-            Err(_) => Outcome::Failed,
+            Err(e) => {
+                if !told {
+                    told = true;
+                    eprintln!(
+                        "soak: {} {} could not connect: {e:#}",
+                        spec.kind.name(),
+                        spec.k
+                    );
+                }
+                Outcome::Failed
+            }
         };
         report.episodes.push(Episode {
             generation,
-            peer,
+            peer: peer.map(|(p, _)| p),
             outcome,
             ended: std::time::Instant::now(),
         });
@@ -107,18 +123,20 @@ pub async fn run(spec: Spec, shared: Arc<Shared>) -> Report {
     report
 }
 
+/// Connects, says hello, joins the rooms: the connection, or how it ended meanwhile.
 async fn hello_join(
     spec: &Spec,
     shared: &Shared,
     rcvbuf: Option<u32>,
-    peer: &mut Option<SocketAddr>,
-) -> anyhow::Result<Ws> {
-    let _permit = shared.handshakes.acquire().await?;
+    peer: &mut Option<(SocketAddr, usize)>,
+) -> anyhow::Result<Result<Ws, Outcome>> {
+    // Not behind the steady clients' handshake permits: after a kill a thousand of them queue
+    // there, and a rogue's episode would mostly be waiting.
     let n = spec.k + 7;
     let fut = async {
         let (mut ws, local) =
             conn::connect(shared.addr, n, shared.sources, &spec.token, rcvbuf).await?;
-        *peer = Some(local);
+        *peer = Some((local, shared.generation.load(Ordering::SeqCst)));
         conn::hello(&mut ws, &spec.user).await?;
         for r in &spec.rooms {
             let join = ClientFrame::Join {
@@ -132,17 +150,23 @@ async fn hello_join(
         ws.flush().await?;
         let mut joined = 0;
         while joined < spec.rooms.len() {
-            let Some(msg) = ws.next().await else {
-                anyhow::bail!("closed while joining")
+            // Ended while joining (a staller's small buffer can be too slow already): that
+            // is how this connection ended, as at any other time.
+            let t = match ws.next().await {
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(Message::Close(f))) => {
+                    return Ok(Err(Outcome::Closed(f.map_or(1005, |f| u16::from(f.code)))));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Ok(Err(Outcome::Dropped)),
             };
-            let Message::Text(t) = msg? else { continue };
             match chat_proto::decode_server(&t)?.frame {
                 ServerFrame::Joined { .. } => joined += 1,
                 ServerFrame::Error { code, message, .. } => anyhow::bail!("{code}: {message}"),
                 _ => {}
             }
         }
-        Ok(ws)
+        Ok(Ok(ws))
     };
     timeout(Duration::from_secs(30), fut).await?
 }
@@ -203,9 +227,12 @@ async fn flood(
     spec: &Spec,
     shared: &Shared,
     sent: &mut Vec<Sent>,
-    peer: &mut Option<SocketAddr>,
+    peer: &mut Option<(SocketAddr, usize)>,
 ) -> anyhow::Result<Outcome> {
-    let ws = hello_join(spec, shared, None, peer).await?;
+    let ws = match hello_join(spec, shared, None, peer).await? {
+        Ok(ws) => ws,
+        Err(ended) => return Ok(ended),
+    };
     let (mut sink, mut stream) = ws.split();
     let room = spec.rooms[0];
     let first = sent.len();
@@ -263,9 +290,12 @@ async fn stall(
     shared: &Shared,
     rng: &mut Rng,
     sent: &mut Vec<Sent>,
-    peer: &mut Option<SocketAddr>,
+    peer: &mut Option<(SocketAddr, usize)>,
 ) -> anyhow::Result<Outcome> {
-    let mut ws = hello_join(spec, shared, Some(STALL_RCVBUF), peer).await?;
+    let mut ws = match hello_join(spec, shared, Some(STALL_RCVBUF), peer).await? {
+        Ok(ws) => ws,
+        Err(ended) => return Ok(ended),
+    };
     for _ in 0..2 {
         let n = sent.len();
         let room = spec.rooms[rng.below(spec.rooms.len() as u64) as usize];
@@ -289,17 +319,8 @@ async fn stall(
     // outbound queue for this connection, until the server gives up on it.
     let (lo, hi) = shared.stall_for;
     sleep(rng.between(lo, hi)).await;
-    let mut backlog = 0u64;
-    let outcome = read_to_end(&mut ws, Duration::from_secs(5), |t| {
-        backlog += 1;
+    read_to_end(&mut ws, Duration::from_secs(5), |t| {
         acked(spec, shared, sent, t)
     })
-    .await?;
-    if std::env::var_os("SOAK_DEBUG").is_some() {
-        eprintln!(
-            "stall {}: {outcome:?} after reading {backlog} frames",
-            spec.k
-        );
-    }
-    Ok(outcome)
+    .await
 }
