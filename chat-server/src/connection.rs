@@ -409,12 +409,14 @@ async fn write_batch(
 ) -> Result<(), WsError> {
     let mut next = Some(first);
     let mut items = 0;
+    // Given back to the budget once per batch: one atomic update, not one per item.
+    let mut written = 0;
     while let Some(out) = next {
         for frame in out.frames() {
             feed(sink, frame, unfinished).await?;
         }
         // Handed to tungstenite, which holds at most a fragment of it past its write buffer.
-        rx.written(&out);
+        written += out.bytes();
         items += 1;
         next = if items < MAX_BATCH {
             rx.try_recv()
@@ -422,6 +424,7 @@ async fn write_batch(
             None
         };
     }
+    rx.written_bytes(written);
     sink.flush().await
 }
 

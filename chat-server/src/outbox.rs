@@ -204,6 +204,11 @@ impl OutboxReceiver {
     pub fn written(&mut self, out: &Out) {
         self.outbox.release(out.bytes());
     }
+
+    /// Items of `bytes` in all, taken with `try_recv`/`recv`, have been handed to the socket.
+    pub fn written_bytes(&mut self, bytes: usize) {
+        self.outbox.release(bytes);
+    }
 }
 
 impl Drop for OutboxReceiver {
