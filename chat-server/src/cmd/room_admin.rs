@@ -26,9 +26,7 @@ impl Session {
             .store
             .members(&room, after.as_deref(), limit + 1)
             .await?;
-        let more = users.len() > limit as usize;
-        users.truncate(limit as usize);
-        let next = more.then(|| users.last().cloned()).flatten();
+        let next = super::cut_page(&mut users, limit, String::clone);
         let statuses = self.ctx.hub.statuses(&room, &users);
         let members = users
             .into_iter()

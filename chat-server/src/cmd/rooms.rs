@@ -99,9 +99,7 @@ impl Session {
             .store
             .rooms_for(&user, after.as_deref(), limit + 1)
             .await?;
-        let more = rooms.len() > limit as usize;
-        rooms.truncate(limit as usize);
-        let next = more.then(|| rooms.last().map(|r| r.room.clone())).flatten();
+        let next = super::cut_page(&mut rooms, limit, |r| r.room.clone());
         self.reply_reserved(&ServerFrame::RoomList { rooms, next }, room_for_it);
         Ok(())
     }
