@@ -101,6 +101,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CHAT_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 
+    /// Serve GET /livez, /readyz and /metrics (Prometheus) on this address [default: off].
+    /// Plain HTTP: keep it on loopback or a private network.
+    #[arg(long, env = "CHAT_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// SQLite database file [default: chat.db in the platform data directory]
     #[arg(long, env = "CHAT_DB")]
     pub db: Option<PathBuf>,
@@ -204,6 +209,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Serve wss:// with these files; `None`: plain ws://.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// The admin endpoint's address; `None`: off.
+    pub admin_listen: Option<SocketAddr>,
     pub db: PathBuf,
     pub registration: Registration,
     pub ping_interval: Duration,
@@ -276,6 +283,7 @@ impl ServeArgs {
         Ok(Config {
             listen: self.listen,
             tls,
+            admin_listen: self.admin_listen,
             db,
             registration: self.registration,
             ping_interval: self.ping_interval,

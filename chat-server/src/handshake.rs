@@ -115,13 +115,24 @@ pub async fn accept<S: AsyncWrite + Unpin>(
 
 /// Answers a refused request with a plain-text body and closes.
 pub async fn reply<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, reason: &str, body: &str) {
+    respond(stream, status, reason, "text/plain; charset=utf-8", body).await;
+}
+
+/// Writes a whole HTTP response of `content_type` and closes the write side.
+pub async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: u16,
+    reason: &str,
+    content_type: &str,
+    body: &str,
+) {
     let extra = if status == 401 {
         "WWW-Authenticate: Bearer\r\n"
     } else {
         ""
     };
     let text = format!(
-        "HTTP/1.1 {status} {reason}\r\n{extra}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = stream.write_all(text.as_bytes()).await;

@@ -1,6 +1,7 @@
 //! chat-server as a library: the binary in `main.rs` is flags around [`server::start`], and the
 //! integration tests start the same server on an ephemeral port.
 
+mod admin;
 pub mod admission;
 pub mod auth;
 pub mod broker;
@@ -13,6 +14,7 @@ mod connection;
 pub mod handshake;
 pub mod hasher;
 pub mod hub;
+mod metrics;
 pub mod outbox;
 pub mod rate;
 mod reply;

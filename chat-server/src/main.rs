@@ -96,6 +96,9 @@ async fn serve(config: chat_server::config::Config, store: Arc<dyn Store>) -> an
         .with_context(|| format!("starting the server on {}", config.listen))?;
     let scheme = if server.tls() { "wss" } else { "ws" };
     tracing::info!(addr = %server.addr, db = %db.display(), "listening on {scheme}://{}/ws", server.addr);
+    if let Some(admin) = server.admin_addr {
+        tracing::info!("admin endpoint on http://{admin} (/livez, /readyz, /metrics)");
+    }
     if let Some(warning) = chat_server::tls::plaintext_warning(server.addr, server.tls()) {
         tracing::warn!("{warning}");
     }

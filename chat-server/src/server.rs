@@ -43,6 +43,8 @@ pub struct Ctx {
 pub struct RunningServer {
     /// The address actually bound (port 0 resolved).
     pub addr: SocketAddr,
+    /// The admin endpoint's address, when on (port 0 resolved).
+    pub admin_addr: Option<SocketAddr>,
     ctx: Arc<Ctx>,
     stop_accepting: CancellationToken,
     tasks: TaskTracker,
@@ -59,6 +61,11 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> std::io::Result<Run
     };
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
+    // Bound before anything is spawned: a taken admin port fails the start cleanly.
+    let admin = match config.admin_listen {
+        Some(at) => Some(TcpListener::bind(at).await?),
+        None => None,
+    };
     let hub = Arc::new(Hub::new(HubConfig {
         typing_timeout: config.typing_timeout,
         max_held: config.outbound_queue,
@@ -98,8 +105,21 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> std::io::Result<Run
         tasks.clone(),
     ));
     tasks.spawn(sweeper(ctx.clone()));
+    let admin_addr = match admin {
+        Some(admin) => {
+            let bound = admin.local_addr()?;
+            tasks.spawn(crate::admin::serve(
+                admin,
+                ctx.clone(),
+                stop_accepting.clone(),
+            ));
+            Some(bound)
+        }
+        None => None,
+    };
     Ok(RunningServer {
         addr,
+        admin_addr,
         ctx,
         stop_accepting,
         tasks,

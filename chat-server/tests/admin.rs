@@ -1,0 +1,84 @@
+//! The operator's endpoint: /livez, /readyz, /metrics.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use support::{Client, TestServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One raw HTTP/1.1 request; returns (status, content type, body).
+async fn get(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut raw = String::new();
+    tcp.read_to_string(&mut raw).await.expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let ctype = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Type: "))
+        .unwrap_or_default()
+        .to_owned();
+    (status, ctype, body.to_owned())
+}
+
+/// The value of an unlabelled sample in a metrics page.
+fn sample(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_readiness_and_metrics() {
+    let server =
+        TestServer::start(|c| c.admin_listen = Some("127.0.0.1:0".parse().expect("addr"))).await;
+    let admin = server
+        .server
+        .as_ref()
+        .and_then(|s| s.admin_addr)
+        .expect("admin endpoint on");
+    assert_eq!(get(admin, "GET", "/livez").await.0, 200);
+    let (status, _, body) = get(admin, "GET", "/readyz").await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    let (status, ctype, page) = get(admin, "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    assert_eq!(sample(&page, "chat_connections"), Some(0.0), "{page}");
+    assert!(
+        page.contains("# TYPE chat_slow_consumer_disconnects counter"),
+        "{page}"
+    );
+    // A client logs in: the gauges follow.
+    let (_alice, _) = Client::register(&server.url(), "alice").await;
+    let (_, _, page) = get(admin, "GET", "/metrics").await;
+    assert_eq!(sample(&page, "chat_connections"), Some(1.0), "{page}");
+    assert_eq!(
+        sample(&page, "chat_connections_authenticated"),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        sample(&page, "chat_connections_unauthenticated"),
+        Some(0.0),
+        "{page}"
+    );
+    assert_eq!(
+        sample(&page, "chat_outbound_limit_bytes"),
+        Some((1u64 << 30) as f64)
+    );
+    assert_eq!(get(admin, "GET", "/nope").await.0, 404);
+    assert_eq!(get(admin, "POST", "/metrics").await.0, 405);
+}
+
+#[tokio::test]
+async fn off_unless_asked_for() {
+    let server = TestServer::start(|_| {}).await;
+    assert_eq!(server.server.as_ref().and_then(|s| s.admin_addr), None);
+}
