@@ -190,6 +190,8 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, ticket: Tick
         }
     }
     session.finish();
+    ctx.counters
+        .disconnected((!peer_gone).then(|| outbox.close_reason().map_or(close::NORMAL, |c| c.0)));
     if let Some((code, reason)) = outbox.close_reason()
         && code != close::NORMAL
     {
@@ -296,7 +298,7 @@ async fn write_loop(
                 tokio::select! {
                     biased;
                     _ = kick.cancelled() => break kicked(),
-                    written = write_batch(&mut sink, &mut orx, frame, &mut unfinished) => {
+                    written = write_batch(&mut sink, &mut orx, frame, &mut unfinished, &ctx.counters) => {
                         if written.is_err() {
                             outbox.kick(close::NORMAL, "");
                             return;
@@ -406,6 +408,7 @@ async fn write_batch(
     rx: &mut OutboxReceiver,
     first: Out,
     unfinished: &mut bool,
+    counters: &crate::metrics::Counters,
 ) -> Result<(), WsError> {
     let mut next = Some(first);
     let mut items = 0;
@@ -425,6 +428,7 @@ async fn write_batch(
         };
     }
     rx.written_bytes(written);
+    counters.sent_bytes.inc_by(written as u64);
     sink.flush().await
 }
 

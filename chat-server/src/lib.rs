@@ -14,7 +14,7 @@ mod connection;
 pub mod handshake;
 pub mod hasher;
 pub mod hub;
-mod metrics;
+pub mod metrics;
 pub mod outbox;
 pub mod rate;
 mod reply;

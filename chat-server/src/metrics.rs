@@ -7,11 +7,35 @@ use std::sync::{Arc, Weak};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::server::Ctx;
+
+/// Counters of events nothing else counts, incremented where they happen. Cheap to clone (each
+/// is an atomic behind an Arc) and shared by every connection.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// By `code`: the close code the server sent, or `client` when the client ended it.
+    pub disconnects: Family<Vec<(String, String)>, Counter>,
+    /// Messages committed (duplicates of a resend not counted).
+    pub messages_stored: Counter,
+    /// Bytes of frames handed to client sockets.
+    pub sent_bytes: Counter,
+}
+
+impl Counters {
+    /// A connection ended: `code` is the close code the server sent, `None` if the client
+    /// closed or vanished first.
+    pub fn disconnected(&self, code: Option<u16>) {
+        let code = code.map_or_else(|| "client".to_owned(), |c| c.to_string());
+        self.disconnects
+            .get_or_create(&vec![("code".to_owned(), code)])
+            .inc();
+    }
+}
 
 /// Reads the server's state at scrape time. Holds the context weakly: the admin endpoint must
 /// not keep a stopped server alive.
@@ -83,6 +107,23 @@ impl Collector for Live {
 /// The registry `/metrics` encodes.
 pub fn registry(ctx: &Arc<Ctx>) -> Registry {
     let mut r = Registry::default();
+    let c = &ctx.counters;
+    r.register(
+        "chat_disconnects",
+        "Connections ended, by the close code the server sent (code=\"client\": the client ended it)",
+        c.disconnects.clone(),
+    );
+    r.register(
+        "chat_messages_stored",
+        "Messages committed to the database (resends of a stored message not counted)",
+        c.messages_stored.clone(),
+    );
+    r.register_with_unit(
+        "chat_sent",
+        "Bytes of frames handed to client sockets",
+        prometheus_client::registry::Unit::Bytes,
+        c.sent_bytes.clone(),
+    );
     r.register_collector(Box::new(Live(Arc::downgrade(ctx))));
     r
 }

@@ -31,6 +31,8 @@ pub struct Ctx {
     pub admission: Arc<crate::admission::Admission>,
     /// The server-wide bound on unsent bytes that every connection's outbox counts in.
     pub budget: Arc<crate::outbox::Budget>,
+    /// Event counters for `/metrics`.
+    pub counters: crate::metrics::Counters,
     /// Password hashing: two threads and a bounded queue (argon2 is slow and large on purpose).
     pub hasher: crate::hasher::Hasher,
     /// Shutdown step 1: readers stop taking frames.
@@ -79,6 +81,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> std::io::Result<Run
     let ctx = Arc::new(Ctx {
         hasher: crate::hasher::Hasher::new(2, 256)?,
         budget: crate::outbox::Budget::new(config.outbound_total_bytes),
+        counters: crate::metrics::Counters::default(),
         throttle: crate::throttle::Throttle::new(),
         invites: crate::rate::HourlyQuota::new(config.max_invites_per_hour),
         admission: crate::admission::Admission::new(crate::admission::Caps {

@@ -73,6 +73,34 @@ async fn liveness_readiness_and_metrics() {
         sample(&page, "chat_outbound_limit_bytes"),
         Some((1u64 << 30) as f64)
     );
+    // A message stored, bytes sent, and a connection the client ended.
+    let (mut bob, _) = Client::register(&server.url(), "bob").await;
+    bob.send(serde_json::json!({"type":"create_room","room":"r"}))
+        .await;
+    bob.recv_type("room_created").await;
+    bob.join("r").await;
+    bob.send(serde_json::json!({"type":"send","room":"r","id":"m1","body":"hi"}))
+        .await;
+    bob.recv_type("ack").await;
+    drop(bob);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let page = loop {
+        let (_, _, page) = get(admin, "GET", "/metrics").await;
+        if page.contains("chat_disconnects_total{code=\"client\"} 1") {
+            break page;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        sample(&page, "chat_messages_stored_total"),
+        Some(1.0),
+        "{page}"
+    );
+    assert!(
+        sample(&page, "chat_sent_bytes_total").is_some_and(|b| b > 100.0),
+        "{page}"
+    );
     assert_eq!(get(admin, "GET", "/nope").await.0, 404);
     assert_eq!(get(admin, "POST", "/metrics").await.0, 405);
 }

@@ -37,6 +37,7 @@ impl Session {
         let outbox = self.outbox.clone();
         let reference = self.reference.clone();
         let broker = self.ctx.broker.clone();
+        let stored = self.ctx.counters.messages_stored.clone();
         let failed_room = room.clone();
         let done = AppendDone::new(move |result| match result {
             Ok(a) => {
@@ -49,6 +50,7 @@ impl Session {
                 };
                 outbox.push(encode(&ack, reference.as_ref()).into());
                 if !a.duplicate {
+                    stored.inc();
                     let frame = encode(
                         &ServerFrame::Message {
                             room: a.room.clone(),
