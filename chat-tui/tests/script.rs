@@ -5,34 +5,7 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use futures_util::{SinkExt, StreamExt};
-use support::{TUI, server_binary, start_on_free_port};
-use tokio_tungstenite::tungstenite::Message;
-
-/// Registers a user and creates a room over a raw WebSocket; returns the token.
-async fn register_and_create(addr: &str, user: &str, room: &str) -> String {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-        .await
-        .expect("connect");
-    for f in [
-        serde_json::json!({"type":"hello","versions":[1]}),
-        serde_json::json!({"type":"register","username":user,"password":"long enough pw"}),
-        serde_json::json!({"type":"create_room","room":room}),
-    ] {
-        ws.send(Message::text(f.to_string())).await.expect("send");
-    }
-    let mut token = None;
-    while let Some(Ok(Message::Text(t))) = ws.next().await {
-        let v: serde_json::Value = serde_json::from_str(&t).expect("json");
-        if v["type"] == "auth_ok" {
-            token = v["token"].as_str().map(str::to_owned);
-        }
-        if v["type"] == "room_created" {
-            break;
-        }
-    }
-    token.expect("token")
-}
+use support::{TUI, register_and_create, server_binary, start_on_free_port};
 
 fn tui(home: &std::path::Path, addr: &str, token: &str) -> Command {
     let mut c = Command::new(TUI);

@@ -174,37 +174,12 @@ async fn send_and_tail_over_wss_trusting_a_private_ca() {
     let _ = server.wait();
 }
 
-/// Registers over plain ws:// on loopback, creates the room; returns the token.
-async fn register_plain(addr: &str, user: &str, room: &str) -> String {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-        .await
-        .expect("connect");
-    for f in [
-        serde_json::json!({"type":"hello","versions":[1]}),
-        serde_json::json!({"type":"register","username":user,"password":"long enough pw"}),
-        serde_json::json!({"type":"create_room","room":room}),
-    ] {
-        ws.send(Message::text(f.to_string())).await.expect("send");
-    }
-    let mut token = None;
-    while let Some(Ok(Message::Text(t))) = ws.next().await {
-        let v: serde_json::Value = serde_json::from_str(&t).expect("json");
-        if v["type"] == "auth_ok" {
-            token = v["token"].as_str().map(str::to_owned);
-        }
-        if v["type"] == "room_created" {
-            break;
-        }
-    }
-    token.expect("token")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_send_no_token_over_plain_ws_beyond_loopback_without_the_flag() {
     let bin = server_binary();
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut server, addr) = start_on_free_port(&bin, dir.path());
-    let token = register_plain(&addr, "bot", "lobby").await;
+    let token = support::register_and_create(&addr, "bot", "lobby").await;
     let port = addr.rsplit(':').next().expect("port");
     let remote = format!("ws://0.0.0.0:{port}/ws");
     let home = dir.path().join("home");

@@ -68,3 +68,35 @@ pub fn start_on_free_port_with(bin: &Path, dir: &Path, extra: &[&str]) -> (Child
     wait_listening(&addr);
     (server, addr)
 }
+
+/// Registers a user and creates a room over a raw WebSocket; returns the token.
+pub async fn register_and_create(addr: &str, user: &str, room: &str) -> String {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .expect("connect");
+    for f in [
+        serde_json::json!({"type":"hello","versions":[1]}),
+        serde_json::json!({"type":"register","username":user,"password":"long enough pw"}),
+        serde_json::json!({"type":"create_room","room":room}),
+    ] {
+        futures_util::SinkExt::send(
+            &mut ws,
+            tokio_tungstenite::tungstenite::Message::text(f.to_string()),
+        )
+        .await
+        .expect("send");
+    }
+    let mut token = None;
+    while let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) =
+        futures_util::StreamExt::next(&mut ws).await
+    {
+        let v: serde_json::Value = serde_json::from_str(&t).expect("json");
+        if v["type"] == "auth_ok" {
+            token = v["token"].as_str().map(str::to_owned);
+        }
+        if v["type"] == "room_created" {
+            break;
+        }
+    }
+    token.expect("token")
+}
