@@ -107,12 +107,7 @@ async fn connect(url: &str, ca: &Ca) -> Result<Client, WsError> {
 /// hello + register over a wss:// connection trusting `ca`.
 async fn register(url: &str, ca: &Ca, user: &str) -> Client {
     let mut c = connect(url, ca).await.expect("wss connect");
-    c.send(json!({"type":"hello","versions":[1]})).await;
-    assert_eq!(c.recv().await["type"], "welcome");
-    c.send(json!({"type":"register","username":user,"password":"correct horse"}))
-        .await;
-    let ok = c.recv().await;
-    assert_eq!(ok["type"], "auth_ok", "{ok}");
+    c.register_here(user).await;
     c
 }
 

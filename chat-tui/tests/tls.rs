@@ -11,14 +11,12 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use futures_util::{SinkExt, StreamExt};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use support::tmux::Tmux;
 use support::{TUI, server_binary, start_on_free_port, start_on_free_port_with};
 use tokio_tungstenite::Connector;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Writes `ca.pem`, `cert.pem` and `key.pem` (for localhost and 127.0.0.1) into `dir`.
 fn make_certs(dir: &Path) {
@@ -57,28 +55,11 @@ async fn register_over_wss(url: &str, ca: &Path, user: &str, room: &str) -> Stri
     .with_root_certificates(roots)
     .with_no_client_auth();
     let connector = Connector::Rustls(Arc::new(config));
-    let (mut ws, _) =
+    let (ws, _) =
         tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector))
             .await
             .expect("wss connect");
-    for f in [
-        serde_json::json!({"type":"hello","versions":[1]}),
-        serde_json::json!({"type":"register","username":user,"password":"long enough pw"}),
-        serde_json::json!({"type":"create_room","room":room}),
-    ] {
-        ws.send(Message::text(f.to_string())).await.expect("send");
-    }
-    let mut token = None;
-    while let Some(Ok(Message::Text(t))) = ws.next().await {
-        let v: serde_json::Value = serde_json::from_str(&t).expect("json");
-        if v["type"] == "auth_ok" {
-            token = v["token"].as_str().map(str::to_owned);
-        }
-        if v["type"] == "room_created" {
-            break;
-        }
-    }
-    token.expect("token")
+    support::register_and_create_on(ws, user, room).await
 }
 
 /// chat-tui with its own home (config and state), as a script runs it.

@@ -71,9 +71,21 @@ pub fn start_on_free_port_with(bin: &Path, dir: &Path, extra: &[&str]) -> (Child
 
 /// Registers a user and creates a room over a raw WebSocket; returns the token.
 pub async fn register_and_create(addr: &str, user: &str, room: &str) -> String {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
         .expect("connect");
+    register_and_create_on(ws, user, room).await
+}
+
+/// The same on a WebSocket already open (plain or TLS).
+pub async fn register_and_create_on<S>(
+    mut ws: tokio_tungstenite::WebSocketStream<S>,
+    user: &str,
+    room: &str,
+) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     for f in [
         serde_json::json!({"type":"hello","versions":[1]}),
         serde_json::json!({"type":"register","username":user,"password":"long enough pw"}),
