@@ -1,8 +1,10 @@
 //! The fan-out seam. Whatever must reach every connection interested in a room or a user, on
 //! any node, is published here; the in-process [`LocalBroker`] hands it straight to this node's
-//! [`Hub`]. A Redis implementation will publish to the other nodes and hand what it receives to
-//! their hubs the same way. Presence and typing stay node-local in the hub for now: they are
-//! computed under the room's lock, which is what keeps their diffs in order.
+//! [`Hub`]. The Redis broker ([`crate::cluster`]) also publishes it to the other nodes and hands
+//! what they publish to this node's hub the same way. Presence and typing are computed by the
+//! hub under the room's lock (which keeps their diffs in order); the hub tells a cluster broker
+//! of its own users' changes through [`Announcer`], and the broker feeds the other nodes' back
+//! as [`Event::Presence`] and [`Event::Typing`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,12 +45,71 @@ pub enum Event {
     /// The room was deleted: tell every connection subscribed to it (`room_deleted`) and drop
     /// the subscriptions.
     RoomDeleted { room: Arc<str> },
+    /// Another node's news about how its users show in `room`; with `replace`, its whole view
+    /// of the room (its periodic snapshot), else changes only.
+    Presence {
+        room: Arc<str>,
+        node: Arc<str>,
+        changes: Vec<(Arc<str>, chat_proto::Status)>,
+        replace: bool,
+    },
+    /// A user on another node started or stopped typing in `room`.
+    Typing {
+        room: Arc<str>,
+        user: Arc<str>,
+        active: bool,
+    },
+    /// Another node stopped: forget every presence entry it gave.
+    NodeGone { node: Arc<str> },
+}
+
+/// What a node's hub tells the other nodes: its own users' presence and typing, and which
+/// rooms and users it has connections for (so the broker listens only where it must).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announce {
+    /// How `user` shows through this node's connections in `room` now (offline: none left).
+    Presence {
+        room: Arc<str>,
+        user: Arc<str>,
+        status: chat_proto::Status,
+    },
+    Typing {
+        room: Arc<str>,
+        user: Arc<str>,
+        active: bool,
+    },
+    /// The first connection of `user` on this node.
+    UserHere(Arc<str>),
+    /// The last connection of `user` on this node went.
+    UserGone(Arc<str>),
+    /// No connection of this node listens to `room` any more.
+    RoomIdle(Arc<str>),
+}
+
+/// Hears a hub's announcements. Called right after the hub released its locks; must not block.
+pub trait Announcer: Send + Sync + 'static {
+    fn announce(&self, news: Vec<Announce>);
 }
 
 /// Delivers events to every node. `publish` must not block: it is called from the store's
 /// writer thread in commit order, and must keep that order per room.
+#[async_trait::async_trait]
 pub trait Broker: Send + Sync + 'static {
     fn publish(&self, event: Event);
+
+    /// Called before a connection of this node subscribes to `room`: returns once events of the
+    /// room published from now on reach this node (a cluster broker's subscription is
+    /// confirmed). The in-process broker has nothing to wait for.
+    async fn watch(&self, _room: &str) {}
+
+    /// `Ok` when events published now reach this node (for `/readyz`); a one-line reason
+    /// otherwise.
+    async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// A graceful stop: tell the other nodes this node's users are gone.
+    async fn shutdown(&self) {}
 }
 
 /// The single-node broker. Publishing appends to one FIFO and wakes a dispatcher task, which
@@ -119,6 +180,8 @@ fn dispatch_all(hub: &Hub, events: Vec<Event>) {
                     Event::Room { room, .. }
                     | Event::Left { room, .. }
                     | Event::RoomDeleted { room }
+                    | Event::Presence { room, .. }
+                    | Event::Typing { room, .. }
                     | Event::Messages { room, .. } => Some(room.clone()),
                     _ => None,
                 };
@@ -137,6 +200,7 @@ fn dispatch_all(hub: &Hub, events: Vec<Event>) {
     }
 }
 
+#[async_trait::async_trait]
 impl Broker for LocalBroker {
     fn publish(&self, event: Event) {
         match event {

@@ -106,6 +106,18 @@ pub struct ServeArgs {
     #[arg(long, env = "CHAT_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
 
+    /// Cross-node fan-out: `redis://host:port[/db]`. Absent: the in-process broker (one node).
+    #[arg(long, env = "CHAT_BROKER")]
+    pub broker: Option<String>,
+
+    /// This node's name in Redis keys, logs and metrics [default: hostname:port].
+    #[arg(long, env = "CHAT_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Prefix of every Redis key and channel: several clusters (or test runs) can share one Redis.
+    #[arg(long, env = "CHAT_BROKER_PREFIX", default_value = "chat:")]
+    pub broker_prefix: String,
+
     /// SQLite database file [default: chat.db in the platform data directory]
     #[arg(long, env = "CHAT_DB")]
     pub db: Option<PathBuf>,
@@ -211,6 +223,11 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsFiles>,
     /// The admin endpoint's address; `None`: off.
     pub admin_listen: Option<SocketAddr>,
+    /// The Redis URL of the cluster broker; `None`: in-process.
+    pub broker: Option<String>,
+    /// This node's name; `None`: hostname:port, resolved once the port is bound.
+    pub node_id: Option<String>,
+    pub broker_prefix: String,
     pub db: PathBuf,
     pub registration: Registration,
     pub ping_interval: Duration,
@@ -238,6 +255,10 @@ pub struct Config {
     /// the request is refused (not a flag: tests shorten it).
     pub reply_wait: Duration,
 }
+
+/// How long another node's presence entries hold without renewal: a node killed with -9 takes
+/// its users' presence with it within this bound. Nodes renew every third of it.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
 
 /// Where the database lives when `--db` is not given.
 pub fn default_db_path() -> Option<PathBuf> {
@@ -284,6 +305,9 @@ impl ServeArgs {
             listen: self.listen,
             tls,
             admin_listen: self.admin_listen,
+            broker: self.broker,
+            node_id: self.node_id,
+            broker_prefix: self.broker_prefix,
             db,
             registration: self.registration,
             ping_interval: self.ping_interval,

@@ -16,6 +16,7 @@ pub mod hasher;
 pub mod hub;
 pub mod metrics;
 pub mod outbox;
+pub mod presence;
 pub mod rate;
 mod reply;
 pub mod server;
@@ -23,6 +24,7 @@ mod session;
 pub mod store;
 pub mod throttle;
 pub mod tls;
+pub mod typing;
 // The `.chat` transcript parser shared by `tests/transcripts.rs` and `fuzz/`; not used by the server.
 #[doc(hidden)]
 pub mod transcript;

@@ -76,6 +76,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> std::io::Result<Run
         rate_per_sec: config.rate_per_sec,
         rate_burst: config.rate_burst,
         presence_interval: config.presence_interval,
+        presence_ttl: crate::config::PRESENCE_TTL,
     }));
     let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new(hub.clone()));
     let ctx = Arc::new(Ctx {
