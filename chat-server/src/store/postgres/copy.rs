@@ -75,13 +75,17 @@ pub async fn from_sqlite(from: &Path, to: &str) -> Result<Copied, StoreError> {
     let mut n = Copied::default();
 
     let (mut ids, mut names, mut hashes, mut created) = (vec![], vec![], vec![], vec![]);
-    read(&src, "SELECT id, name, password_hash, created_at FROM users", |r| {
-        ids.push(r.get::<_, i64>(0)?);
-        names.push(r.get::<_, String>(1)?);
-        hashes.push(r.get::<_, String>(2)?);
-        created.push(r.get::<_, i64>(3)?);
-        Ok(())
-    })?;
+    read(
+        &src,
+        "SELECT id, name, password_hash, created_at FROM users",
+        |r| {
+            ids.push(r.get::<_, i64>(0)?);
+            names.push(r.get::<_, String>(1)?);
+            hashes.push(r.get::<_, String>(2)?);
+            created.push(r.get::<_, i64>(3)?);
+            Ok(())
+        },
+    )?;
     n.users = insert(
         &tx,
         "INSERT INTO users (id, name, password_hash, created_at)
@@ -106,8 +110,13 @@ pub async fn from_sqlite(from: &Path, to: &str) -> Result<Copied, StoreError> {
     .await?;
 
     let mut cols: (Vec<i64>, Vec<String>, Vec<String>, Vec<String>) = Default::default();
-    let mut more: (Vec<String>, Vec<String>, Vec<Option<i64>>, Vec<i64>, Vec<i64>) =
-        Default::default();
+    let mut more: (
+        Vec<String>,
+        Vec<String>,
+        Vec<Option<i64>>,
+        Vec<i64>,
+        Vec<i64>,
+    ) = Default::default();
     // A room's counter is its highest seq: SQLite keeps no counter (see its `Writer`).
     read(
         &src,
@@ -140,11 +149,15 @@ pub async fn from_sqlite(from: &Path, to: &str) -> Result<Copied, StoreError> {
 
     for (table, count) in [("members", &mut n.members), ("invites", &mut n.invites)] {
         let (mut rids, mut uids) = (vec![], vec![]);
-        read(&src, &format!("SELECT room_id, user_id FROM {table}"), |r| {
-            rids.push(r.get::<_, i64>(0)?);
-            uids.push(r.get::<_, i64>(1)?);
-            Ok(())
-        })?;
+        read(
+            &src,
+            &format!("SELECT room_id, user_id FROM {table}"),
+            |r| {
+                rids.push(r.get::<_, i64>(0)?);
+                uids.push(r.get::<_, i64>(1)?);
+                Ok(())
+            },
+        )?;
         *count = insert(
             &tx,
             &format!(
@@ -158,8 +171,14 @@ pub async fn from_sqlite(from: &Path, to: &str) -> Result<Copied, StoreError> {
     // Messages in chunks, in key order, so a large history never sits in memory whole.
     let mut after = (i64::MIN, i64::MIN);
     loop {
-        let mut m: (Vec<i64>, Vec<i64>, Vec<i64>, Vec<String>, Vec<String>, Vec<i64>) =
-            Default::default();
+        let mut m: (
+            Vec<i64>,
+            Vec<i64>,
+            Vec<i64>,
+            Vec<String>,
+            Vec<String>,
+            Vec<i64>,
+        ) = Default::default();
         let mut stmt = src
             .prepare(
                 "SELECT room_id, seq, user_id, client_id, body, ts FROM messages

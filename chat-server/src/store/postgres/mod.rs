@@ -161,13 +161,26 @@ fn db_err(e: tokio_postgres::Error) -> StoreError {
         }
     };
     if unavailable || e.is_closed() {
-        StoreError::Unavailable(e.to_string())
+        StoreError::Unavailable(with_causes(&e))
     } else {
         StoreError::Db(
             e.as_db_error()
                 .map_or_else(|| e.to_string(), ToString::to_string),
         )
     }
+}
+
+/// An error and its sources: "error connecting to server: Connection refused (os error 111)",
+/// not only the first half.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
@@ -179,7 +192,7 @@ fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
             "no database connection within {}s ({t:?})",
             POOL_WAIT.as_secs()
         )),
-        other => StoreError::Unavailable(other.to_string()),
+        other => StoreError::Unavailable(with_causes(&other)),
     }
 }
 
@@ -188,12 +201,14 @@ fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
 async fn deadline<T>(
     f: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    tokio::time::timeout(OP_DEADLINE, f).await.unwrap_or_else(|_| {
-        Err(StoreError::Unavailable(format!(
-            "the database did not answer within {}s",
-            OP_DEADLINE.as_secs()
-        )))
-    })
+    tokio::time::timeout(OP_DEADLINE, f)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "the database did not answer within {}s",
+                OP_DEADLINE.as_secs()
+            )))
+        })
 }
 
 #[cfg(test)]

@@ -167,7 +167,11 @@ impl PgStore {
         .await
     }
 
-    async fn row(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, StoreError> {
+    async fn row(
+        &self,
+        sql: &str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, StoreError> {
         Ok(self.rows(sql, args).await?.into_iter().next())
     }
 
@@ -373,20 +377,20 @@ impl Store for PgStore {
             let name = dm_room_name(a, b);
             // Inserted if missing; a node opening the same pair at once makes it first, and this
             // one then reads theirs.
-            let (rid, rec) = match insert_room(&tx, &name, RoomKind::Dm, Visibility::Private, "", None)
-                .await?
-            {
-                Some(made) => made,
-                None => {
-                    let sql = format!("SELECT {ROOM_COLUMNS}, r.id FROM rooms r WHERE r.name = $1");
-                    let row = tx
-                        .query_opt(&sql, &[&name])
-                        .await
-                        .map_err(db_err)?
-                        .ok_or(StoreError::NotFound)?;
-                    (row.get(6), room_from_row(&row))
-                }
-            };
+            let (rid, rec) =
+                match insert_room(&tx, &name, RoomKind::Dm, Visibility::Private, "", None).await? {
+                    Some(made) => made,
+                    None => {
+                        let sql =
+                            format!("SELECT {ROOM_COLUMNS}, r.id FROM rooms r WHERE r.name = $1");
+                        let row = tx
+                            .query_opt(&sql, &[&name])
+                            .await
+                            .map_err(db_err)?
+                            .ok_or(StoreError::NotFound)?;
+                        (row.get(6), room_from_row(&row))
+                    }
+                };
             add_member_ids(&tx, rid, ua).await?;
             add_member_ids(&tx, rid, ub).await?;
             tx.commit().await.map_err(db_err)?;

@@ -69,11 +69,13 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// Connects once (outside the pool), takes the migration lock, refuses a newer schema, applies
 /// what is missing. The lock goes with the connection, on every exit path.
-pub(super) async fn migrate(config: &tokio_postgres::Config, shown: &str) -> Result<(), StoreError> {
-    let (mut client, conn) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("connecting to {}: {e}", shown)))?;
+pub(super) async fn migrate(
+    config: &tokio_postgres::Config,
+    shown: &str,
+) -> Result<(), StoreError> {
+    let (mut client, conn) = config.connect(NoTls).await.map_err(|e| {
+        StoreError::Unavailable(format!("connecting to {shown}: {}", super::with_causes(&e)))
+    })?;
     let driver = tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -82,10 +84,18 @@ pub(super) async fn migrate(config: &tokio_postgres::Config, shown: &str) -> Res
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK])
             .await
             .map_err(db_err)?;
-        client
-            .batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        // Looked up rather than CREATE ... IF NOT EXISTS, which logs a NOTICE at every start.
+        let fresh = client
+            .query_one("SELECT to_regclass('schema_version') IS NULL", &[])
             .await
-            .map_err(db_err)?;
+            .map_err(db_err)?
+            .get::<_, bool>(0);
+        if fresh {
+            client
+                .batch_execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                .await
+                .map_err(db_err)?;
+        }
         let version: i32 = match client
             .query_opt("SELECT version FROM schema_version", &[])
             .await

@@ -26,7 +26,9 @@ pub fn service_unreachable(service: &str, at: &str, why: &dyn std::fmt::Display)
     if services_required() {
         panic!("{service} unreachable at {at} and CHAT_REQUIRE_SERVICES=1: {why}");
     }
-    eprintln!("SKIPPED: {service} unreachable at {at} ({why}); set CHAT_REQUIRE_SERVICES=1 to fail instead");
+    eprintln!(
+        "SKIPPED: {service} unreachable at {at} ({why}); set CHAT_REQUIRE_SERVICES=1 to fail instead"
+    );
 }
 
 /// A fresh database for one test, or `None` (after the SKIPPED line) without PostgreSQL.

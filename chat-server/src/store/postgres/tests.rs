@@ -128,7 +128,10 @@ async fn a_resend_to_another_node_returns_the_original() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_writing_one_room_get_gap_free_seqs_and_race_on_ids_safely() {
     let Some(db) = pg_or_skip().await else { return };
-    let nodes = [one_room(&db).await, PgStore::open(db.url()).await.expect("b")];
+    let nodes = [
+        one_room(&db).await,
+        PgStore::open(db.url()).await.expect("b"),
+    ];
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let n = 300;
     // Every id is sent to both nodes at once (as if the client resent during a failover), and
@@ -137,7 +140,11 @@ async fn two_nodes_writing_one_room_get_gap_free_seqs_and_race_on_ids_safely() {
         for node in &nodes {
             let tx = tx.clone();
             node.append(
-                msg("r", if i % 2 == 0 { "alice" } else { "bob" }, &format!("x{i}")),
+                msg(
+                    "r",
+                    if i % 2 == 0 { "alice" } else { "bob" },
+                    &format!("x{i}"),
+                ),
                 AppendDone::new(move |r| drop(tx.send((i, r)))),
             )
             .await
@@ -161,7 +168,11 @@ async fn two_nodes_writing_one_room_get_gap_free_seqs_and_race_on_ids_safely() {
         seqs.push(both[0].seq);
     }
     seqs.sort_unstable();
-    assert_eq!(seqs, (1..=n as u64).collect::<Vec<_>>(), "gap-free, no repeats");
+    assert_eq!(
+        seqs,
+        (1..=n as u64).collect::<Vec<_>>(),
+        "gap-free, no repeats"
+    );
     assert_eq!(nodes[1].latest_seq("r").await.expect("latest"), n as u64);
     drop(nodes);
     db.cleanup().await;
@@ -280,7 +291,10 @@ async fn db_copy_moves_a_sqlite_deployment() {
         page.iter().map(|m| m.seq).collect::<Vec<_>>(),
         (1..=25).collect::<Vec<_>>()
     );
-    assert_eq!((page[3].id.as_str(), page[3].from.as_str()), ("g3", "alice"));
+    assert_eq!(
+        (page[3].id.as_str(), page[3].from.as_str()),
+        ("g3", "alice")
+    );
     // A resend of a copied id is found; the counters carry on; new rows get new ids.
     let dup = append_and_wait(&pg, msg("general", "alice", "g7"))
         .await
@@ -291,7 +305,9 @@ async fn db_copy_moves_a_sqlite_deployment() {
         .expect("new");
     assert_eq!((next.seq, next.duplicate), (26, false));
     assert_eq!(pg.latest_seq("secret").await.expect("latest"), 1);
-    pg.create_user("dave", "h").await.expect("a new user after the copy");
+    pg.create_user("dave", "h")
+        .await
+        .expect("a new user after the copy");
     pg.create_room("fresh", Visibility::Public, "", "dave")
         .await
         .expect("a new room after the copy");

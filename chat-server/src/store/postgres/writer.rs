@@ -198,7 +198,9 @@ async fn store_batch(
     }
 
     let bump = tx
-        .prepare_cached("UPDATE rooms SET last_seq = last_seq + $2 WHERE name = $1 RETURNING id, last_seq")
+        .prepare_cached(
+            "UPDATE rooms SET last_seq = last_seq + $2 WHERE name = $1 RETURNING id, last_seq",
+        )
         .await?;
     let insert = tx
         .prepare_cached(
