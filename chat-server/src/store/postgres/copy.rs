@@ -109,14 +109,10 @@ pub async fn from_sqlite(from: &Path, to: &str) -> Result<Copied, StoreError> {
     )
     .await?;
 
-    let mut cols: (Vec<i64>, Vec<String>, Vec<String>, Vec<String>) = Default::default();
-    let mut more: (
-        Vec<String>,
-        Vec<String>,
-        Vec<Option<i64>>,
-        Vec<i64>,
-        Vec<i64>,
-    ) = Default::default();
+    // Column vectors, the shape UNNEST takes; in threes to keep the types readable.
+    let mut ids_names: (Vec<i64>, Vec<String>, Vec<String>) = Default::default();
+    let mut texts: (Vec<String>, Vec<String>, Vec<String>) = Default::default();
+    let mut numbers: (Vec<Option<i64>>, Vec<i64>, Vec<i64>) = Default::default();
     // A room's counter is its highest seq: SQLite keeps no counter (see its `Writer`).
     read(
         &src,
@@ -124,15 +120,15 @@ pub async fn from_sqlite(from: &Path, to: &str) -> Result<Copied, StoreError> {
             COALESCE((SELECT MAX(m.seq) FROM messages m WHERE m.room_id = r.id), 0), created_at
          FROM rooms r",
         |r| {
-            cols.0.push(r.get(0)?);
-            cols.1.push(r.get(1)?);
-            cols.2.push(r.get(2)?);
-            cols.3.push(r.get(3)?);
-            more.0.push(r.get(4)?);
-            more.1.push(r.get(5)?);
-            more.2.push(r.get(6)?);
-            more.3.push(r.get(7)?);
-            more.4.push(r.get(8)?);
+            ids_names.0.push(r.get(0)?);
+            ids_names.1.push(r.get(1)?);
+            ids_names.2.push(r.get(2)?);
+            texts.0.push(r.get(3)?);
+            texts.1.push(r.get(4)?);
+            texts.2.push(r.get(5)?);
+            numbers.0.push(r.get(6)?);
+            numbers.1.push(r.get(7)?);
+            numbers.2.push(r.get(8)?);
             Ok(())
         },
     )?;
@@ -142,7 +138,15 @@ pub async fn from_sqlite(from: &Path, to: &str) -> Result<Copied, StoreError> {
          SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
              $6::text[], $7::bigint[], $8::bigint[], $9::bigint[])",
         &[
-            &cols.0, &cols.1, &cols.2, &cols.3, &more.0, &more.1, &more.2, &more.3, &more.4,
+            &ids_names.0,
+            &ids_names.1,
+            &ids_names.2,
+            &texts.0,
+            &texts.1,
+            &texts.2,
+            &numbers.0,
+            &numbers.1,
+            &numbers.2,
         ],
     )
     .await?;
@@ -171,14 +175,8 @@ pub async fn from_sqlite(from: &Path, to: &str) -> Result<Copied, StoreError> {
     // Messages in chunks, in key order, so a large history never sits in memory whole.
     let mut after = (i64::MIN, i64::MIN);
     loop {
-        let mut m: (
-            Vec<i64>,
-            Vec<i64>,
-            Vec<i64>,
-            Vec<String>,
-            Vec<String>,
-            Vec<i64>,
-        ) = Default::default();
+        let mut keys: (Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
+        let mut rest: (Vec<String>, Vec<String>, Vec<i64>) = Default::default();
         let mut stmt = src
             .prepare(
                 "SELECT room_id, seq, user_id, client_id, body, ts FROM messages
@@ -187,14 +185,14 @@ pub async fn from_sqlite(from: &Path, to: &str) -> Result<Copied, StoreError> {
             .map_err(sq)?;
         let mut rows = stmt.query((after.0, after.1, CHUNK)).map_err(sq)?;
         while let Some(r) = rows.next().map_err(sq)? {
-            m.0.push(r.get(0).map_err(sq)?);
-            m.1.push(r.get(1).map_err(sq)?);
-            m.2.push(r.get(2).map_err(sq)?);
-            m.3.push(r.get(3).map_err(sq)?);
-            m.4.push(r.get(4).map_err(sq)?);
-            m.5.push(r.get(5).map_err(sq)?);
+            keys.0.push(r.get(0).map_err(sq)?);
+            keys.1.push(r.get(1).map_err(sq)?);
+            keys.2.push(r.get(2).map_err(sq)?);
+            rest.0.push(r.get(3).map_err(sq)?);
+            rest.1.push(r.get(4).map_err(sq)?);
+            rest.2.push(r.get(5).map_err(sq)?);
         }
-        let Some((&room, &seq)) = m.0.last().zip(m.1.last()) else {
+        let Some((&room, &seq)) = keys.0.last().zip(keys.1.last()) else {
             break;
         };
         after = (room, seq);
@@ -202,7 +200,7 @@ pub async fn from_sqlite(from: &Path, to: &str) -> Result<Copied, StoreError> {
             &tx,
             "INSERT INTO messages (room_id, seq, user_id, client_id, body, ts)
              SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[])",
-            &[&m.0, &m.1, &m.2, &m.3, &m.4, &m.5],
+            &[&keys.0, &keys.1, &keys.2, &rest.0, &rest.1, &rest.2],
         )
         .await?;
     }
