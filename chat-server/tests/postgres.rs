@@ -1,6 +1,7 @@
 //! The chat-server binary on PostgreSQL, through a TCP proxy the test cuts and restores: sends
 //! while the database is unreachable get the documented `unavailable` error and never an ack,
-//! and afterwards history holds exactly the acked messages, each once.
+//! and afterwards history holds exactly the acked messages, each once. A stalled database (it
+//! accepts but never answers) fails sends within the deadlines instead of hanging them.
 
 mod support;
 
@@ -9,56 +10,85 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chat_server::store::postgres::testing::pg_or_skip;
+use chat_server::store::postgres::testing::{TempDb, pg_or_skip};
 use serde_json::{Value, json};
 use support::{Client, Next, setup_room, spawn_server, url};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-/// A TCP proxy in front of PostgreSQL. While open, each connection is piped to the target; a
-/// cut ends every piped connection and closes new ones as soon as they are accepted.
+/// A TCP proxy in front of PostgreSQL. While open, each connection is piped to the target. A
+/// cut ends every piped connection and closes new ones as soon as they are accepted; a stall
+/// keeps every connection open but forwards nothing (a database that stopped answering).
 struct Proxy {
     addr: SocketAddr,
-    /// `None` while cut; else the token that ends the connections of this open period. A std
-    /// Mutex: held only to read or swap it.
-    open: Arc<Mutex<Option<CancellationToken>>>,
+    /// A std Mutex: held only to read or swap the mode.
+    mode: Arc<Mutex<Mode>>,
+    /// Connections held open, unanswered, while stalled.
+    held: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+#[derive(Clone)]
+enum Mode {
+    /// The token ends the connections of this open period.
+    Open(CancellationToken),
+    Cut,
+    Stalled,
 }
 
 impl Proxy {
     async fn start(target: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let open = Arc::new(Mutex::new(Some(CancellationToken::new())));
-        let state = open.clone();
+        let mode = Arc::new(Mutex::new(Mode::Open(CancellationToken::new())));
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let (state, hold) = (mode.clone(), held.clone());
         tokio::spawn(async move {
             while let Ok((mut down, _)) = listener.accept().await {
-                let Some(token) = state.lock().expect("proxy").clone() else {
-                    drop(down);
-                    continue;
+                let token = match state.lock().expect("proxy").clone() {
+                    Mode::Open(token) => token,
+                    Mode::Cut => continue,
+                    Mode::Stalled => {
+                        hold.lock().expect("held").push(down);
+                        continue;
+                    }
                 };
                 let target = target.clone();
+                let (state, hold) = (state.clone(), hold.clone());
                 tokio::spawn(async move {
                     let Ok(mut up) = TcpStream::connect(&target).await else {
                         return;
                     };
                     tokio::select! {
                         _ = token.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => return,
+                    }
+                    if matches!(*state.lock().expect("proxy"), Mode::Stalled) {
+                        hold.lock().expect("held").push(down);
                     }
                 });
             }
         });
-        Self { addr, open }
+        Self { addr, mode, held }
     }
 
-    fn cut(&self) {
-        if let Some(t) = self.open.lock().expect("proxy").take() {
+    fn set(&self, next: Mode) {
+        let previous = std::mem::replace(&mut *self.mode.lock().expect("proxy"), next);
+        if let Mode::Open(t) = previous {
             t.cancel();
         }
     }
 
+    fn cut(&self) {
+        self.set(Mode::Cut);
+    }
+
+    fn stall(&self) {
+        self.set(Mode::Stalled);
+    }
+
     fn restore(&self) {
-        *self.open.lock().expect("proxy") = Some(CancellationToken::new());
+        self.held.lock().expect("held").clear();
+        self.set(Mode::Open(CancellationToken::new()));
     }
 }
 
@@ -76,9 +106,8 @@ async fn send(c: &mut Client, id: &str) -> Value {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_outage_gives_sends_unavailable_and_never_a_false_ack() {
-    let Some(db) = pg_or_skip().await else { return };
+/// A proxy in front of `db`'s server, and `db`'s URL through it.
+async fn proxy_for(db: &TempDb) -> (Proxy, String) {
     let config: tokio_postgres::Config = db.url().parse().expect("url");
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
@@ -87,7 +116,53 @@ async fn a_database_outage_gives_sends_unavailable_and_never_a_false_ack() {
     let port = config.get_ports().first().copied().unwrap_or(5432);
     let proxy = Proxy::start(format!("{host}:{port}")).await;
     let user = config.get_user().unwrap_or("postgres");
-    let via_proxy = format!("postgres://{user}@{}/{}", proxy.addr, db.name());
+    let url = format!("postgres://{user}@{}/{}", proxy.addr, db.name());
+    (proxy, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_database_fails_sends_in_time_instead_of_hanging_them() {
+    let Some(db) = pg_or_skip().await else { return };
+    let (proxy, via_proxy) = proxy_for(&db).await;
+    let (mut server, addr) = spawn_server(Path::new(&via_proxy), &["--rate-per-sec", "0"]);
+    let (mut c, _) = setup_room(&url(&addr), "alice", "r").await;
+    assert_eq!(send(&mut c, "m0").await["type"], "ack");
+    proxy.stall();
+    let started = std::time::Instant::now();
+    let v = send(&mut c, "m1").await;
+    assert_eq!(
+        (v["type"].as_str(), v["code"].as_str()),
+        (Some("error"), Some("unavailable")),
+        "{v}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "answered within the deadlines: {:?}",
+        started.elapsed()
+    );
+    proxy.restore();
+    let mut v = send(&mut c, "m1").await;
+    for _ in 0..5 {
+        if v["type"] == "ack" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        v = send(&mut c, "m1").await;
+    }
+    assert_eq!(
+        (v["type"].as_str(), v["seq"].as_u64()),
+        (Some("ack"), Some(2)),
+        "{v}"
+    );
+    server.kill().expect("kill");
+    let _ = server.wait();
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_gives_sends_unavailable_and_never_a_false_ack() {
+    let Some(db) = pg_or_skip().await else { return };
+    let (proxy, via_proxy) = proxy_for(&db).await;
     let (mut server, addr) = spawn_server(Path::new(&via_proxy), &["--rate-per-sec", "0"]);
     let (mut c, _) = setup_room(&url(&addr), "alice", "r").await;
 
