@@ -24,6 +24,23 @@ pub enum Command {
     /// Manage accounts without a running server (needed with --registration closed).
     #[command(subcommand)]
     User(UserCommand),
+    /// Database tools.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy a SQLite database into an empty PostgreSQL one (users, token hashes, rooms,
+    /// members, invites, messages with their seqs). Stop the server on the SQLite file first.
+    Copy {
+        /// The SQLite database file to read.
+        #[arg(long, value_name = "PATH")]
+        from: PathBuf,
+        /// The PostgreSQL database to fill: postgres://user@host:port/dbname; it must be empty.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,8 +135,9 @@ pub struct ServeArgs {
     #[arg(long, env = "CHAT_BROKER_PREFIX", default_value = "chat:")]
     pub broker_prefix: String,
 
-    /// SQLite database file [default: chat.db in the platform data directory]
-    #[arg(long, env = "CHAT_DB")]
+    /// SQLite database file, or a PostgreSQL URL (postgres://user@host:port/dbname) that
+    /// several nodes may share [default: chat.db in the platform data directory]
+    #[arg(long, env = "CHAT_DB", value_name = "PATH|URL")]
     pub db: Option<PathBuf>,
 
     /// Whether clients may create accounts themselves.
@@ -228,6 +246,7 @@ pub struct Config {
     /// This node's name; `None`: hostname:port, resolved once the port is bound.
     pub node_id: Option<String>,
     pub broker_prefix: String,
+    /// A SQLite file, or a PostgreSQL URL when it starts with `postgres://` or `postgresql://`.
     pub db: PathBuf,
     pub registration: Registration,
     pub ping_interval: Duration,

@@ -4,9 +4,11 @@ use std::io::BufRead;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use chat_server::config::{Cli, Command, UserCommand};
-use chat_server::store::Store;
-use chat_server::store::sqlite::SqliteStore;
+use std::path::Path;
+
+use chat_server::config::{Cli, Command, DbCommand, UserCommand};
+use chat_server::store::sqlite::{self, SqliteStore};
+use chat_server::store::{Store, postgres};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -51,22 +53,70 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = cli.serve.into_config().map_err(anyhow::Error::msg)?;
-    // A serving server claims the file first; `user add` beside a running server is fine
-    // (SQLite serialises the writes, and it touches no room's seqs).
-    let _claim = match cli.command {
-        None => Some(chat_server::store::sqlite::claim(&config.db).map_err(anyhow::Error::msg)?),
-        Some(_) => None,
+    let user_to_add = match cli.command {
+        Some(Command::Db(DbCommand::Copy { from, to })) => return copy_db(&from, &to).await,
+        Some(Command::User(UserCommand::Add { name })) => Some(name),
+        None => None,
     };
-    let store = SqliteStore::open(&config.db)
-        .with_context(|| format!("opening the database {}", config.db.display()))?;
-    match cli.command {
-        Some(Command::User(UserCommand::Add { name })) => add_user(&store, &name).await,
-        None => serve(config, Arc::new(store)).await,
+    let config = cli.serve.into_config().map_err(anyhow::Error::msg)?;
+    let (store, _claim) = open_store(&config.db, user_to_add.is_none()).await?;
+    match user_to_add {
+        Some(name) => add_user(&*store, &name).await,
+        None => serve(config, store).await,
     }
 }
 
-async fn add_user(store: &SqliteStore, name: &str) -> anyhow::Result<()> {
+/// `--db` for logs and errors: a PostgreSQL URL loses its password.
+fn shown(db: &Path) -> String {
+    match db.to_str() {
+        Some(url) if postgres::is_url(url) => postgres::redact(url),
+        _ => db.display().to_string(),
+    }
+}
+
+/// Opens the store `--db` names. A serving server claims a SQLite file first (one server per
+/// file); `user add` beside a running server is fine (SQLite serialises the writes, and it
+/// touches no room's seqs). PostgreSQL has no claim: several nodes share it on purpose.
+async fn open_store(
+    db: &Path,
+    serving: bool,
+) -> anyhow::Result<(Arc<dyn Store>, Option<sqlite::Claim>)> {
+    if let Some(url) = db.to_str().filter(|s| postgres::is_url(s)) {
+        let store = postgres::PgStore::open(url)
+            .await
+            .with_context(|| format!("opening the database {}", postgres::redact(url)))?;
+        return Ok((Arc::new(store), None));
+    }
+    let claim = match serving {
+        true => Some(sqlite::claim(db).map_err(anyhow::Error::msg)?),
+        false => None,
+    };
+    let store =
+        SqliteStore::open(db).with_context(|| format!("opening the database {}", db.display()))?;
+    Ok((Arc::new(store), claim))
+}
+
+/// `chat-server db copy`: holds the SQLite file's claim, so no server writes to it meanwhile.
+async fn copy_db(from: &Path, to: &str) -> anyhow::Result<()> {
+    if !postgres::is_url(to) {
+        bail!("--to must be a PostgreSQL URL (postgres://user@host:port/dbname), not {to}");
+    }
+    if !from.is_file() {
+        bail!("{} does not exist (or is not a file)", from.display());
+    }
+    let _claim = sqlite::claim(from).map_err(anyhow::Error::msg)?;
+    let copied = postgres::copy::from_sqlite(from, to)
+        .await
+        .with_context(|| format!("copying {} into {}", from.display(), postgres::redact(to)))?;
+    println!(
+        "copied {copied} from {} into {}",
+        from.display(),
+        postgres::redact(to)
+    );
+    Ok(())
+}
+
+async fn add_user(store: &dyn Store, name: &str) -> anyhow::Result<()> {
     chat_proto::limits::check_username(name).map_err(anyhow::Error::msg)?;
     let mut password = String::new();
     std::io::stdin()
@@ -89,13 +139,13 @@ async fn add_user(store: &SqliteStore, name: &str) -> anyhow::Result<()> {
 }
 
 async fn serve(config: chat_server::config::Config, store: Arc<dyn Store>) -> anyhow::Result<()> {
-    let db = config.db.clone();
+    let db = shown(&config.db);
     let signals = Signals::install(config.tls.is_some())?;
     let server = chat_server::server::start(config.clone(), store)
         .await
         .with_context(|| format!("starting the server on {}", config.listen))?;
     let scheme = if server.tls() { "wss" } else { "ws" };
-    tracing::info!(addr = %server.addr, db = %db.display(), "listening on {scheme}://{}/ws", server.addr);
+    tracing::info!(addr = %server.addr, db = %db, "listening on {scheme}://{}/ws", server.addr);
     if let Some(admin) = server.admin_addr {
         tracing::info!("admin endpoint on http://{admin} (/livez, /readyz, /metrics)");
     }

@@ -51,6 +51,13 @@ impl From<StoreError> for Fail {
                     "storage is busy (its database is locked); try again shortly",
                 )
             }
+            StoreError::Unavailable(why) => {
+                tracing::error!(error = %why, "storage unavailable");
+                Fail::new(
+                    ErrorCode::Unavailable,
+                    "storage is unreachable for the moment; try again shortly",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "storage failed");
                 Fail::new(ErrorCode::Internal, "storage error; try again")

@@ -82,6 +82,15 @@ impl Session {
                             "storage is busy (its database is locked); the message was not stored: send it again with the same id",
                         )
                     }
+                    StoreError::Unavailable(why) => {
+                        tracing::error!(error = %why, "append failed: the database is unavailable");
+                        // Maybe stored: the connection may have died during COMMIT. The resend
+                        // finds it by its id and is acked as a duplicate; never a false ack.
+                        (
+                            ErrorCode::Unavailable,
+                            "storage is unreachable for the moment; the message may not have been stored: send it again with the same id",
+                        )
+                    }
                     other => {
                         tracing::error!(error = %other, "append failed");
                         (

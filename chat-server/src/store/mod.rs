@@ -1,5 +1,6 @@
 //! Durable state behind one trait. Handlers talk to [`Store`], never to a database; the embedded
-//! default is [`sqlite::SqliteStore`]. [`suite`] is the behaviour any implementation must pass.
+//! default is [`sqlite::SqliteStore`]; [`postgres::PgStore`] lets several nodes share one database.
+//! [`suite`] is the behaviour any implementation must pass.
 //!
 //! Rules every implementation keeps:
 //! - per room, `append` assigns seqs strictly increasing and gap-free, in commit order;
@@ -7,6 +8,7 @@
 //!   run in commit order (the fan-out relies on this to publish in seq order);
 //! - `(user, client id)` is unique: a repeated append returns the original seq, flagged duplicate.
 
+pub mod postgres;
 pub mod sqlite;
 pub mod suite;
 
@@ -32,6 +34,11 @@ pub enum StoreError {
     /// written. Worth retrying.
     #[error("database busy (locked by another process)")]
     Busy,
+    /// The database could not be reached, or did not answer in time. Nothing new was written,
+    /// except that an append whose COMMIT was under way may have been stored: a resend with the
+    /// same client id finds it. Worth retrying.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<rusqlite::Error> for StoreError {

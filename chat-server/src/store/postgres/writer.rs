@@ -1,0 +1,259 @@
+//! The group commit: one task per node takes everything queued and stores it in one transaction.
+//!
+//! Per batch: the senders' ids in one query, the originals of resent client ids in one query,
+//! then per room (in name order, so writers on two nodes lock counter rows in the same order and
+//! never deadlock) one `UPDATE rooms SET last_seq = last_seq + k ... RETURNING` and one
+//! `INSERT ... SELECT FROM UNNEST(...)`, then COMMIT. Completions run after the COMMIT's outcome
+//! is known, in queue order, which is seq order within each room.
+
+use std::collections::{BTreeMap, HashMap};
+
+use deadpool_postgres::{Object, Pool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{OP_DEADLINE, db_err, pool_err, retryable};
+use crate::clock::now_ms;
+use crate::store::{AppendDone, Appended, NewMessage, StoreError};
+
+/// Most jobs in one transaction, and the queue's bound: SQLite's numbers, so back-pressure
+/// starts at the same depth whichever engine runs.
+pub(super) const MAX_BATCH: usize = 4096;
+/// Attempts of one batch when it fails on a serialization failure, a deadlock, or a client id
+/// another node stored meanwhile (the next attempt finds that original).
+const ATTEMPTS: u32 = 5;
+
+pub(super) enum Job {
+    Append(NewMessage, AppendDone),
+    /// Answered once everything queued before it has its outcome.
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+}
+
+pub(super) fn start(pool: Pool) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel(MAX_BATCH);
+    tokio::spawn(writer_loop(pool, rx));
+    tx
+}
+
+/// Ends when every sender (every clone of the store) is gone and the queue is drained.
+async fn writer_loop(pool: Pool, mut rx: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut msgs = Vec::with_capacity(batch.len());
+        let mut dones = Vec::with_capacity(batch.len());
+        let mut flushes = Vec::new();
+        for job in batch.drain(..) {
+            match job {
+                Job::Append(m, d) => {
+                    msgs.push(m);
+                    dones.push(d);
+                }
+                Job::Flush(f) => flushes.push(f),
+            }
+        }
+        let outcome = if msgs.is_empty() {
+            Ok(Vec::new())
+        } else {
+            store_with_retries(&pool, &msgs).await
+        };
+        match outcome {
+            Ok(results) => {
+                for (done, r) in dones.into_iter().zip(results) {
+                    done.call(r);
+                }
+                for f in flushes {
+                    let _ = f.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, messages = msgs.len(), "postgres batch failed; not acked");
+                for done in dones {
+                    done.call(Err(e.clone()));
+                }
+                for f in flushes {
+                    let _ = f.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn store_with_retries(
+    pool: &Pool,
+    msgs: &[NewMessage],
+) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+    let mut attempt = 1;
+    loop {
+        // A new pooled connection per batch: after a restart or a cut, the pool's check finds
+        // the old one dead and makes another.
+        let mut client = pool.get().await.map_err(pool_err)?;
+        let result = tokio::time::timeout(OP_DEADLINE, store_batch(&mut client, msgs)).await;
+        match result {
+            Ok(Ok(results)) => return Ok(results),
+            Ok(Err(e)) if retryable(&e) && attempt < ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "postgres batch conflicted; retrying");
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(attempt))).await;
+            }
+            Ok(Err(e)) => {
+                let e = db_err(e);
+                if matches!(e, StoreError::Unavailable(_)) {
+                    // The connection may be half-dead: never hand it to anyone again.
+                    drop(Object::take(client));
+                }
+                // A failed COMMIT whose outcome is unknown lands here too: every sender gets
+                // the error, and a resend with the same id finds the original if it did commit.
+                return Err(e);
+            }
+            Err(_) => {
+                drop(Object::take(client));
+                return Err(StoreError::Unavailable(format!(
+                    "a batch did not commit within {}s",
+                    OP_DEADLINE.as_secs()
+                )));
+            }
+        }
+    }
+}
+
+/// One attempt: everything in one transaction. A per-message failure (unknown room or sender)
+/// is that message's result; an `Err` fails the whole attempt, and nothing of it is stored.
+async fn store_batch(
+    client: &mut Object,
+    msgs: &[NewMessage],
+) -> Result<Vec<Result<Appended, StoreError>>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let ts = now_ms();
+
+    let mut names: Vec<&str> = msgs.iter().map(|m| m.from.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let stmt = tx
+        .prepare_cached("SELECT name, id FROM users WHERE name = ANY($1)")
+        .await?;
+    let uids: HashMap<String, i64> = tx
+        .query(&stmt, &[&names])
+        .await?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+
+    // Originals already stored under these (sender, client id) pairs, by this node or another.
+    let (us, cs): (Vec<i64>, Vec<&str>) = msgs
+        .iter()
+        .filter_map(|m| Some((*uids.get(&m.from)?, m.client_id.as_str())))
+        .unzip();
+    let stmt = tx
+        .prepare_cached(
+            "SELECT m.user_id, m.client_id, r.name, m.seq, m.ts, m.body
+             FROM UNNEST($1::bigint[], $2::text[]) AS k(u, c)
+             JOIN messages m ON m.user_id = k.u AND m.client_id = k.c
+             JOIN rooms r ON r.id = m.room_id",
+        )
+        .await?;
+    let mut stored: HashMap<(i64, String), Appended> = HashMap::new();
+    for r in tx.query(&stmt, &[&us, &cs]).await? {
+        let (uid, client_id): (i64, String) = (r.get(0), r.get(1));
+        stored.insert(
+            (uid, client_id.clone()),
+            Appended {
+                room: r.get(2),
+                seq: r.get::<_, i64>(3) as u64,
+                ts: r.get(4),
+                from: String::new(),
+                client_id,
+                body: r.get(5),
+                duplicate: true,
+            },
+        );
+    }
+
+    // What each message becomes: stored before, new in a room, or a failure.
+    enum Plan {
+        Failed(StoreError),
+        Dup(Appended),
+        /// A second copy of a message new in this batch: the duplicate of message `i`.
+        DupOf(usize),
+        New,
+    }
+    let mut plans = Vec::with_capacity(msgs.len());
+    let mut new_in_batch: HashMap<(i64, &str), usize> = HashMap::new();
+    let mut by_room: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, m) in msgs.iter().enumerate() {
+        let Some(&uid) = uids.get(&m.from) else {
+            plans.push(Plan::Failed(StoreError::NotFound));
+            continue;
+        };
+        if let Some(a) = stored.get(&(uid, m.client_id.clone())) {
+            plans.push(Plan::Dup(Appended {
+                from: m.from.clone(),
+                ..a.clone()
+            }));
+        } else if let Some(&first) = new_in_batch.get(&(uid, m.client_id.as_str())) {
+            plans.push(Plan::DupOf(first));
+        } else {
+            new_in_batch.insert((uid, m.client_id.as_str()), i);
+            by_room.entry(m.room.as_str()).or_default().push(i);
+            plans.push(Plan::New);
+        }
+    }
+
+    let bump = tx
+        .prepare_cached(
+            "UPDATE rooms SET last_seq = last_seq + $2 WHERE name = $1 RETURNING id, last_seq",
+        )
+        .await?;
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO messages (room_id, seq, user_id, client_id, body, ts)
+             SELECT $1, $2 + t.o - 1, t.u, t.c, t.b, $3
+             FROM UNNEST($4::bigint[], $5::text[], $6::text[]) WITH ORDINALITY AS t(u, c, b, o)",
+        )
+        .await?;
+    let mut seqs: HashMap<usize, u64> = HashMap::new();
+    for (room, idx) in &by_room {
+        let k = idx.len() as i64;
+        let Some(row) = tx.query_opt(&bump, &[room, &k]).await? else {
+            for &i in idx {
+                plans[i] = Plan::Failed(StoreError::NotFound);
+            }
+            continue;
+        };
+        let (rid, last): (i64, i64) = (row.get(0), row.get(1));
+        let first = last - k + 1;
+        let us: Vec<i64> = idx.iter().map(|&i| uids[&msgs[i].from]).collect();
+        let cs: Vec<&str> = idx.iter().map(|&i| msgs[i].client_id.as_str()).collect();
+        let bs: Vec<&str> = idx.iter().map(|&i| msgs[i].body.as_str()).collect();
+        tx.execute(&insert, &[&rid, &first, &ts, &us, &cs, &bs])
+            .await?;
+        for (n, &i) in idx.iter().enumerate() {
+            seqs.insert(i, (first + n as i64) as u64);
+        }
+    }
+    tx.commit().await?;
+
+    let mut out: Vec<Result<Appended, StoreError>> = Vec::with_capacity(msgs.len());
+    for (i, plan) in plans.into_iter().enumerate() {
+        let m = &msgs[i];
+        out.push(match plan {
+            Plan::Failed(e) => Err(e),
+            Plan::Dup(a) => Ok(a),
+            Plan::New => Ok(Appended {
+                room: m.room.clone(),
+                seq: seqs[&i],
+                ts,
+                from: m.from.clone(),
+                client_id: m.client_id.clone(),
+                body: m.body.clone(),
+                duplicate: false,
+            }),
+            Plan::DupOf(first) => match &out[first] {
+                Ok(a) => Ok(Appended {
+                    duplicate: true,
+                    ..a.clone()
+                }),
+                Err(e) => Err(e.clone()),
+            },
+        });
+    }
+    Ok(out)
+}
