@@ -9,14 +9,15 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::server::Ctx;
 
 /// Counters of events nothing else counts, incremented where they happen. Cheap to clone (each
 /// is an atomic behind an Arc) and shared by every connection.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Counters {
     /// By `code`: the close code the server sent, or `client` when the client ended it.
     pub disconnects: Family<Vec<(String, String)>, Counter>,
@@ -24,6 +25,64 @@ pub struct Counters {
     pub messages_stored: Counter,
     /// Bytes of frames handed to client sockets.
     pub sent_bytes: Counter,
+    /// The cluster broker's figures (zero with the in-process broker).
+    pub broker: BrokerCounters,
+}
+
+/// What the Redis broker counts: written by `cluster`, read by `/metrics`.
+#[derive(Debug, Clone)]
+pub struct BrokerCounters {
+    /// Seconds from handing an event to the broker to Redis accepting its PUBLISH.
+    pub publish_seconds: Histogram,
+    /// Seconds from a publish on another node to its delivery here (wall clocks; skewed
+    /// clocks skew it).
+    pub receive_seconds: Histogram,
+    /// Runs of messages read from the database because they had not arrived through Redis in
+    /// time (or at all: a reconnect).
+    pub gap_fills: Counter,
+    /// Messages those fills delivered.
+    pub gap_filled_messages: Counter,
+    /// Connections to Redis re-established after a failure.
+    pub reconnects: Counter,
+    /// Events not published because the publish queue was at its bound (messages among them
+    /// are recovered by the other nodes' gap fills).
+    pub dropped: Counter,
+    /// Presence entries this node owns in Redis (one per user per room).
+    pub presence_entries: Gauge,
+    /// 1 while the subscription to Redis is up.
+    pub connected: Gauge,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    // 100 us to about 1.6 s: loopback publishes are well under a millisecond, a stalled Redis
+    // shows up in the top buckets.
+    prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 15)
+}
+
+impl Default for BrokerCounters {
+    fn default() -> Self {
+        Self {
+            publish_seconds: Histogram::new(latency_buckets()),
+            receive_seconds: Histogram::new(latency_buckets()),
+            gap_fills: Counter::default(),
+            gap_filled_messages: Counter::default(),
+            reconnects: Counter::default(),
+            dropped: Counter::default(),
+            presence_entries: Gauge::default(),
+            connected: Gauge::default(),
+        }
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            disconnects: Family::default(),
+            messages_stored: Counter::default(),
+            sent_bytes: Counter::default(),
+            broker: BrokerCounters::default(),
+        }
+    }
 }
 
 impl Counters {
@@ -123,6 +182,49 @@ pub fn registry(ctx: &Arc<Ctx>) -> Registry {
         "Bytes of frames handed to client sockets",
         prometheus_client::registry::Unit::Bytes,
         c.sent_bytes.clone(),
+    );
+    let b = &c.broker;
+    r.register_with_unit(
+        "chat_broker_publish_latency",
+        "Time from an event handed to the broker to Redis accepting its PUBLISH",
+        prometheus_client::registry::Unit::Seconds,
+        b.publish_seconds.clone(),
+    );
+    r.register_with_unit(
+        "chat_broker_receive_latency",
+        "Time from a publish on another node to its delivery on this one",
+        prometheus_client::registry::Unit::Seconds,
+        b.receive_seconds.clone(),
+    );
+    r.register(
+        "chat_broker_gap_fills",
+        "Runs of messages read from the database because they did not arrive through Redis in time",
+        b.gap_fills.clone(),
+    );
+    r.register(
+        "chat_broker_gap_filled_messages",
+        "Messages delivered by gap fills from the database",
+        b.gap_filled_messages.clone(),
+    );
+    r.register(
+        "chat_broker_reconnects",
+        "Connections to Redis re-established after a failure",
+        b.reconnects.clone(),
+    );
+    r.register(
+        "chat_broker_dropped_events",
+        "Events not published to Redis because the publish queue was full",
+        b.dropped.clone(),
+    );
+    r.register(
+        "chat_presence_entries",
+        "Presence entries this node owns in Redis (one per user per room)",
+        b.presence_entries.clone(),
+    );
+    r.register(
+        "chat_broker_connected",
+        "1 while this node's subscription to Redis is up",
+        b.connected.clone(),
     );
     r.register_collector(Box::new(Live(Arc::downgrade(ctx))));
     r
