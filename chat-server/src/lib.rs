@@ -6,6 +6,7 @@ pub mod admission;
 pub mod auth;
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 mod cmd;
 pub mod config;
 mod connection;

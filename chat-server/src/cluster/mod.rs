@@ -1,0 +1,4 @@
+//! The Redis broker: fan-out across nodes.
+
+pub mod sequencer;
+pub mod wire;
