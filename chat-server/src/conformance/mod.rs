@@ -104,10 +104,7 @@ impl Target for Running {
             .map(|(name, value)| format!("{} {value}", options::flag(name)))
             .collect();
         if !missing.is_empty() {
-            return Err(Unavailable::Skip(format!(
-                "needs {} (pass --assume NAME=VALUE for a server started with it)",
-                missing.join(", ")
-            )));
+            return Err(Unavailable::Skip(format!("needs {}", missing.join(", "))));
         }
         Ok(self.urls.clone())
     }
