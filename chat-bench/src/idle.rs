@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::{net, sys};
 
 pub struct Plan {
-    pub url: String,
+    pub urls: Vec<String>,
     pub clients: usize,
     pub sources: usize,
     pub room: String,
@@ -33,7 +33,7 @@ fn rss(pid: u32) -> anyhow::Result<u64> {
 
 pub async fn run(plan: &Plan, pid: u32, label: &str) -> anyhow::Result<serde_json::Value> {
     let names: Vec<String> = (0..plan.rooms).map(|r| room_name(plan, r)).collect();
-    net::create_rooms(&plan.url, &plan.tokens[0], &names).await?;
+    net::create_rooms(&plan.urls, &plan.tokens[0], &names).await?;
     // Let the logins' memory settle before calling this the empty server.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let empty = rss(pid)?;
@@ -47,7 +47,7 @@ pub async fn run(plan: &Plan, pid: u32, label: &str) -> anyhow::Result<serde_jso
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..plan.clients {
         let (url, token, room) = (
-            plan.url.clone(),
+            plan.urls.clone(),
             tokens[n % tokens.len()].clone(),
             rooms[n % rooms.len()].clone(),
         );

@@ -21,7 +21,7 @@ pub struct Plan {
     /// Prefix of this run's message ids: the server stores an id once per user, so a run that
     /// reused an earlier run's ids would get duplicate acks and no broadcasts.
     pub run_id: String,
-    pub url: String,
+    pub urls: Vec<String>,
     pub raw: bool,
     pub clients: usize,
     pub senders: usize,
@@ -82,10 +82,10 @@ fn marker_ts(text: &str) -> Option<u64> {
 
 async fn setup(plan: &Plan, n: usize) -> anyhow::Result<Ws> {
     if plan.raw {
-        return net::connect(&plan.url, n, plan.sources, None).await;
+        return net::connect(&plan.urls, n, plan.sources, None).await;
     }
     let token = &plan.tokens[n % plan.tokens.len()];
-    net::join(&plan.url, n, plan.sources, token, &plan.room_of(n)).await
+    net::join(&plan.urls, n, plan.sources, token, &plan.room_of(n)).await
 }
 
 pub struct Outcome {
@@ -98,7 +98,7 @@ pub struct Outcome {
 pub async fn run(plan: Arc<Plan>, stats: Arc<Stats>) -> anyhow::Result<Outcome> {
     if !plan.raw {
         let names: Vec<String> = (0..plan.rooms.max(1)).map(|r| plan.room_of(r)).collect();
-        net::create_rooms(&plan.url, &plan.tokens[0], &names).await?;
+        net::create_rooms(&plan.urls, &plan.tokens[0], &names).await?;
     }
     let t0 = Instant::now();
     let p = plan.clone();

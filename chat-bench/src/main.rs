@@ -51,9 +51,16 @@ struct Cli {
     #[arg(long)]
     token_cache: Option<std::path::PathBuf>,
     /// WebSocket URL, ws:// or wss:// (an IP address: connections are spread over 127.0.0.x
-    /// sources; for wss:// the server's certificate must name that address).
-    #[arg(long, default_value = "ws://127.0.0.1:7878/ws")]
-    url: String,
+    /// sources; for wss:// the server's certificate must name that address). Several (repeat
+    /// the flag, or comma-separated) are nodes of one cluster: connection n starts at URL
+    /// n % count and moves to the next if its connect or handshake fails.
+    #[arg(
+        long,
+        value_name = "URL[,URL...]",
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:7878/ws"
+    )]
+    url: Vec<String>,
     /// CA certificate(s) (PEM) to trust for a wss:// --url, besides the platform's roots.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<std::path::PathBuf>,
@@ -128,7 +135,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if cli.url.starts_with("wss://") {
+    let urls = net::split_urls(&cli.url)?;
+    if urls.iter().any(|u| u.starts_with("wss://")) {
         net::set_tls(tls::connector(cli.ca_file.as_deref())?);
     }
     let fd_limit = sys::raise_fd_limit();
@@ -152,7 +160,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Scenario::JoinStorm => cli.clients,
             _ => cli.users.clamp(1, cli.clients.max(1)),
         };
-        tokens::get(&cli.url, users, cli.token_cache.as_deref()).await?
+        tokens::get(&urls, users, cli.token_cache.as_deref()).await?
     };
     let server_pid = cli.server_pid;
     match cli.scenario {
@@ -161,7 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pid =
                 server_pid.context("--scenario idle measures the server: give --server-pid")?;
             let plan = idle::Plan {
-                url: cli.url.clone(),
+                urls: urls.clone(),
                 clients: cli.clients,
                 sources: cli.sources,
                 room: cli.room.clone(),
@@ -175,7 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Scenario::JoinStorm => {
             let plan = storm::Plan {
-                url: cli.url.clone(),
+                urls: urls.clone(),
                 clients: cli.clients,
                 sources: cli.sources,
                 room: cli.room.clone(),
@@ -196,7 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
     let plan = Arc::new(load::Plan {
         run_id,
-        url: cli.url.clone(),
+        urls: urls.clone(),
         raw: cli.raw,
         clients: cli.clients,
         senders: cli.senders.min(cli.clients),

@@ -1,5 +1,10 @@
 //! Connections: spread over several 127.0.0.x source addresses (one address has ~28k ephemeral
 //! ports), with small tungstenite buffers so the generator stays cheap beside the server.
+//!
+//! With several `--url`s (nodes of one cluster) connection `n` starts at URL `n % len`, so the
+//! load is spread evenly, and a connection refused or a handshake that fails moves it to the
+//! next URL, each tried once. A connection that drops during a measurement is counted as a
+//! disconnect and not reopened: reconnecting would hide the drop in the figures.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
@@ -31,8 +36,60 @@ fn ws_config() -> WebSocketConfig {
         .max_write_buffer_size(1 << 20)
 }
 
-/// Opens a WebSocket to `url` from source address 127.0.0.`1 + n % sources`.
+/// Splits `--url` values into URLs: repeat the flag, or separate them with commas.
+pub fn split_urls(values: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut urls: Vec<String> = Vec::new();
+    for url in values.iter().flat_map(|v| v.split(',')).map(str::trim) {
+        if url.is_empty() || urls.iter().any(|u| u == url) {
+            continue;
+        }
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            anyhow::bail!("`{url}` is not a WebSocket URL (ws:// or wss://)");
+        }
+        urls.push(url.to_owned());
+    }
+    anyhow::ensure!(!urls.is_empty(), "no --url given");
+    Ok(urls)
+}
+
+/// The URLs connection `n` tries, in order: its own first, then the rest, wrapping around.
+pub fn rotation(urls: &[String], n: usize) -> impl Iterator<Item = &str> {
+    let start = n % urls.len().max(1);
+    urls[start..]
+        .iter()
+        .chain(&urls[..start])
+        .map(String::as_str)
+}
+
+/// Tries `attempt` on each URL of connection `n`'s [`rotation`] until one succeeds; the error
+/// names every URL that failed.
+async fn first_ok<'a, F, Fut>(urls: &'a [String], n: usize, attempt: F) -> anyhow::Result<Ws>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Ws>>,
+{
+    let mut failures = Vec::new();
+    for url in rotation(urls, n) {
+        match attempt(url).await {
+            Ok(ws) => return Ok(ws),
+            Err(e) => failures.push(format!("{url}: {e:#}")),
+        }
+    }
+    anyhow::bail!("{}", failures.join("; "))
+}
+
+/// Opens a WebSocket to one of `urls` (see [`rotation`]) from source address
+/// 127.0.0.`1 + n % sources`.
 pub async fn connect(
+    urls: &[String],
+    n: usize,
+    sources: usize,
+    bearer: Option<&str>,
+) -> anyhow::Result<Ws> {
+    first_ok(urls, n, |url| connect_one(url, n, sources, bearer)).await
+}
+
+async fn connect_one(
     url: &str,
     n: usize,
     sources: usize,
@@ -113,31 +170,35 @@ where
     Ok(conns)
 }
 
-/// Connects with `token`, says hello, and waits for `welcome`.
-pub async fn hello(url: &str, n: usize, sources: usize, token: &str) -> anyhow::Result<Ws> {
-    let mut ws = connect(url, n, sources, Some(token)).await?;
-    send_json(&mut ws, serde_json::json!({"type":"hello","versions":[1]})).await?;
-    expect(&mut ws, "welcome").await?;
-    Ok(ws)
+/// Connects with `token`, says hello, and waits for `welcome`; a URL where that fails moves
+/// the connection to the next.
+pub async fn hello(urls: &[String], n: usize, sources: usize, token: &str) -> anyhow::Result<Ws> {
+    first_ok(urls, n, |url| async move {
+        let mut ws = connect_one(url, n, sources, Some(token)).await?;
+        send_json(&mut ws, serde_json::json!({"type":"hello","versions":[1]})).await?;
+        expect(&mut ws, "welcome").await?;
+        Ok(ws)
+    })
+    .await
 }
 
 /// [`hello`], then joins `room` and waits for `joined`.
 pub async fn join(
-    url: &str,
+    urls: &[String],
     n: usize,
     sources: usize,
     token: &str,
     room: &str,
 ) -> anyhow::Result<Ws> {
-    let mut ws = hello(url, n, sources, token).await?;
+    let mut ws = hello(urls, n, sources, token).await?;
     send_json(&mut ws, serde_json::json!({"type":"join","room":room})).await?;
     expect(&mut ws, "joined").await?;
     Ok(ws)
 }
 
 /// Creates the rooms (they may be there from an earlier run) before anyone joins them.
-pub async fn create_rooms(url: &str, token: &str, names: &[String]) -> anyhow::Result<()> {
-    let mut ws = hello(url, 0, 1, token).await?;
+pub async fn create_rooms(urls: &[String], token: &str, names: &[String]) -> anyhow::Result<()> {
+    let mut ws = hello(urls, 0, 1, token).await?;
     for name in names {
         send_json(
             &mut ws,
@@ -191,9 +252,9 @@ pub async fn expect(ws: &mut Ws, t: &str) -> anyhow::Result<serde_json::Value> {
     }
 }
 
-/// A token for `user`: registered if new, else logged in.
-pub async fn token(url: &str, user: &str, password: &str) -> anyhow::Result<String> {
-    let mut ws = connect(url, 0, 1, None).await?;
+/// A token for `user`: registered if new, else logged in (on the first of `urls` that answers).
+pub async fn token(urls: &[String], user: &str, password: &str) -> anyhow::Result<String> {
+    let mut ws = connect(urls, 0, 1, None).await?;
     send_json(&mut ws, serde_json::json!({"type":"hello","versions":[1]})).await?;
     expect(&mut ws, "welcome").await?;
     send_json(
@@ -221,4 +282,22 @@ pub async fn token(url: &str, user: &str, password: &str) -> anyhow::Result<Stri
     };
     let _ = ws.close(None).await;
     v["token"].as_str().map(str::to_owned).context("no token")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_on_commas_and_rotate_per_connection() {
+        let urls = split_urls(&["ws://a/ws,ws://b/ws".into(), " ws://c/ws ,ws://a/ws".into()])
+            .expect("valid");
+        assert_eq!(urls, ["ws://a/ws", "ws://b/ws", "ws://c/ws"]);
+        assert!(split_urls(&["http://a/".into()]).is_err());
+        assert!(split_urls(&[",".into()]).is_err());
+        let order = |n| rotation(&urls, n).collect::<Vec<_>>();
+        assert_eq!(order(0), ["ws://a/ws", "ws://b/ws", "ws://c/ws"]);
+        assert_eq!(order(1), ["ws://b/ws", "ws://c/ws", "ws://a/ws"]);
+        assert_eq!(order(5), ["ws://c/ws", "ws://a/ws", "ws://b/ws"]);
+    }
 }

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use crate::{net, sys};
 
 pub struct Plan {
-    pub url: String,
+    pub urls: Vec<String>,
     pub clients: usize,
     pub sources: usize,
     pub room: String,
@@ -163,9 +163,14 @@ pub async fn run(
     server_pid: Option<u32>,
     label: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    net::create_rooms(&plan.url, &plan.tokens[0], std::slice::from_ref(&plan.room)).await?;
+    net::create_rooms(
+        &plan.urls,
+        &plan.tokens[0],
+        std::slice::from_ref(&plan.room),
+    )
+    .await?;
     let (url, toks, sources) = (
-        plan.url.clone(),
+        plan.urls.clone(),
         Arc::new(plan.tokens.clone()),
         plan.sources,
     );

@@ -19,7 +19,13 @@ struct Cache {
 }
 
 /// Tokens for users 0..`users`, in user order.
-pub async fn get(url: &str, users: usize, cache: Option<&Path>) -> anyhow::Result<Vec<String>> {
+pub async fn get(
+    urls: &[String],
+    users: usize,
+    cache: Option<&Path>,
+) -> anyhow::Result<Vec<String>> {
+    // The cache is for these servers: a list is one cluster, the same accounts on every node.
+    let url = urls.join(",");
     let mut known = cache
         .and_then(|p| std::fs::read(p).ok())
         .and_then(|b| serde_json::from_slice::<Cache>(&b).ok())
@@ -29,11 +35,11 @@ pub async fn get(url: &str, users: usize, cache: Option<&Path>) -> anyhow::Resul
     let mut set = tokio::task::JoinSet::new();
     let sem = Arc::new(tokio::sync::Semaphore::new(4));
     for u in (0..users).filter(|u| !known.contains_key(&user(*u))) {
-        let (url, sem) = (url.to_owned(), sem.clone());
+        let (urls, sem) = (urls.to_vec(), sem.clone());
         set.spawn(async move {
             let _p = sem.acquire().await;
             let name = user(u);
-            let t = crate::net::token(&url, &name, "bench password").await;
+            let t = crate::net::token(&urls, &name, "bench password").await;
             (name, t)
         });
     }
@@ -47,7 +53,7 @@ pub async fn get(url: &str, users: usize, cache: Option<&Path>) -> anyhow::Resul
     }
     if let (Some(path), true) = (cache, fetched) {
         let c = Cache {
-            url: url.to_owned(),
+            url: url.clone(),
             tokens: known.clone(),
         };
         std::fs::write(path, serde_json::to_vec(&c)?)

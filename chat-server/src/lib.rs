@@ -9,6 +9,8 @@ pub mod clock;
 pub mod cluster;
 mod cmd;
 pub mod config;
+// The transcript suite as a runner: `tests/transcripts.rs` and the `chat-conformance` binary.
+pub mod conformance;
 mod connection;
 // Public (hidden) for the fuzz target of `parse_request` in `fuzz/`.
 #[doc(hidden)]
@@ -26,6 +28,6 @@ pub mod store;
 pub mod throttle;
 pub mod tls;
 pub mod typing;
-// The `.chat` transcript parser shared by `tests/transcripts.rs` and `fuzz/`; not used by the server.
+// The `.chat` transcript parser shared by `conformance` and `fuzz/`; not used by the server.
 #[doc(hidden)]
 pub mod transcript;

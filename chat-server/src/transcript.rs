@@ -1,6 +1,6 @@
-//! The `.chat` transcript format of `tests/transcripts/` (documented in `tests/transcripts.rs`),
-//! parsed into steps without running anything. It lives in the library, hidden, only so that
-//! the test runner and the fuzz target (`fuzz/`) share one parser; the server never uses it.
+//! The `.chat` transcript format of `tests/transcripts/` (documented in [`crate::conformance`]),
+//! parsed into steps without running anything. The conformance runner and the fuzz target
+//! (`fuzz/`) share this one parser; the server never uses it.
 
 use std::time::Duration;
 
@@ -11,6 +11,9 @@ use serde_json::Value;
 pub enum Step {
     /// `option NAME VALUE`: a server setting; the runner knows the names.
     Option { name: String, value: String },
+    /// `require WHAT`: something of the target besides its settings (`own_server`: nothing
+    /// else on it, not even the run's other transcripts).
+    Require(String),
     /// `connect NAME [bearer=TOKEN] [expect=STATUS]`. The token may be a `$var`, replaced when
     /// the step runs.
     Connect {
@@ -102,6 +105,7 @@ pub fn parse_line(line: &str) -> Result<Step, String> {
             name: word(words.next(), "option NAME VALUE")?,
             value: word(words.next(), "option NAME VALUE")?,
         }),
+        "require" => Ok(Step::Require(word(words.next(), "require WHAT")?)),
         "connect" => {
             let client = word(words.next(), "connect NAME")?;
             let (mut bearer, mut expect) = (None, None);
@@ -187,7 +191,7 @@ mod tests {
 
     #[test]
     fn every_kind_of_line() {
-        let text = "# comment\n\noption rate_per_sec 2\nconnect a bearer=$tok expect=401\n\
+        let text = "# comment\n\noption rate_per_sec 2\nrequire own_server\nconnect a bearer=$tok expect=401\n\
                     a> {\"type\":\"ping\"}\na> raw {not json\na> binary\na> oversize\n\
                     a< {\"type\":\"pong\"}\na< closed 4000\na< nothing\nclose a\nsleep 500ms\n";
         let steps: Vec<Step> = parse(text)
@@ -203,6 +207,7 @@ mod tests {
                     name: "rate_per_sec".into(),
                     value: "2".into()
                 },
+                Step::Require("own_server".into()),
                 Step::Connect {
                     client: a(),
                     bearer: Some("$tok".into()),
@@ -248,6 +253,7 @@ mod tests {
         assert_eq!((err.number, err.text.as_str()), (3, "a> {oops"));
         for bad in [
             "option x",
+            "require",
             "connect",
             "connect a expect=x",
             "connect a when=now",

@@ -39,6 +39,8 @@ pub enum Conn {
 #[derive(Debug, Clone)]
 pub enum Net {
     Conn(Conn),
+    /// The server the next connection goes to (its URL, and its place in the list).
+    Server(String),
     /// Authenticated as this user on a fresh connection.
     Ready {
         user: String,
@@ -82,6 +84,9 @@ const TYPING_REFRESH: Duration = Duration::from_secs(3);
 
 pub struct App {
     pub settings: Settings,
+    /// The server in use or being tried, for the status bar: with several URLs it changes
+    /// when the connection moves to another.
+    pub server: String,
     pub me: Option<String>,
     pub conn: Conn,
     pub rtt: Option<Duration>,
@@ -140,6 +145,7 @@ impl App {
     /// `id_prefix` makes message ids unique across runs (random per process in main).
     pub fn new(settings: Settings, id_prefix: String, saved_read: BTreeMap<String, u64>) -> Self {
         Self {
+            server: settings.server.clone(),
             settings,
             me: None,
             conn: Conn::Connecting { attempt: 0 },
@@ -598,6 +604,10 @@ impl App {
                     }
                 }
                 self.conn = c;
+                vec![]
+            }
+            Net::Server(label) => {
+                self.server = label;
                 vec![]
             }
             Net::Rtt(d) => {

@@ -13,7 +13,8 @@ use crate::backoff::BackoffConfig;
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// Server URL, e.g. "ws://127.0.0.1:7878/ws".
+    /// Server URL, e.g. "ws://127.0.0.1:7878/ws"; several nodes of one cluster comma-separated,
+    /// tried in order.
     pub server: Option<String>,
     /// Username to log in as.
     pub user: Option<String>,

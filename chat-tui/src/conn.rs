@@ -1,19 +1,25 @@
 //! The network task: one WebSocket at a time, reconnecting with backoff, talking to the UI only
 //! through bounded channels. It never interprets chat state: frames go up as they come, frames
 //! from the UI go out as they are; rejoining and resending are the model's decisions.
+//!
+//! With several server URLs, a connection that fails (refused, timed out, handshake, dropped)
+//! moves to the next one, wrapping around; the delay before each attempt is the same backoff
+//! as with one server. Catch-up is unchanged by the move: the model rejoins every room from its
+//! last seq and resends what was not acknowledged, with the same client ids, which the cluster
+//! stores once.
 
 use std::time::{Duration, Instant};
 
 use chat_proto::{ClientFrame, Ref, ServerFrame, close, decode_server, encode};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
-use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::app::{Conn, Event, Net};
 use crate::backoff::{Backoff, BackoffConfig};
+use crate::servers::ServerList;
 
 /// What the UI asks of the network task.
 #[derive(Debug)]
@@ -39,24 +45,29 @@ enum Ended {
 }
 
 pub struct NetConfig {
-    pub url: String,
+    /// Where to connect, each URL with its TLS settings; the task moves through them.
+    pub servers: ServerList,
     pub token: String,
     pub backoff: BackoffConfig,
-    /// TLS for a wss:// URL ([`crate::tls::connector`]); `None` for ws://.
-    pub connector: Option<Connector>,
 }
 
 /// Runs until the UI drops its sender.
-pub async fn run(cfg: NetConfig, mut from_ui: mpsc::Receiver<ToNet>, to_ui: mpsc::Sender<Event>) {
+pub async fn run(
+    mut cfg: NetConfig,
+    mut from_ui: mpsc::Receiver<ToNet>,
+    to_ui: mpsc::Sender<Event>,
+) {
     let mut backoff = Backoff::new(cfg.backoff);
     loop {
         let attempt = backoff.attempt;
-        if to_ui
-            .send(Event::Net(Net::Conn(Conn::Connecting { attempt })))
-            .await
-            .is_err()
-        {
-            return;
+        let announce = [
+            Net::Server(cfg.servers.label()),
+            Net::Conn(Conn::Connecting { attempt }),
+        ];
+        for net in announce {
+            if to_ui.send(Event::Net(net)).await.is_err() {
+                return;
+            }
         }
         let ended = session(&cfg, &mut backoff, &mut from_ui, &to_ui).await;
         backoff.disconnected(Instant::now());
@@ -76,8 +87,13 @@ pub async fn run(cfg: NetConfig, mut from_ui: mpsc::Receiver<ToNet>, to_ui: mpsc
                 }
                 continue;
             }
+            // The user asked to reconnect: to the same server, which they can see.
             Ended::Now => continue,
-            Ended::Retry(reason) => reason,
+            Ended::Retry(reason) => {
+                // Whatever failed here, another node may be up: the next attempt goes there.
+                cfg.servers.advance();
+                reason
+            }
         };
         let delay = backoff.next_delay(rand::random::<f64>());
         let at = Instant::now() + delay;
@@ -116,9 +132,10 @@ async fn session(
     from_ui: &mut mpsc::Receiver<ToNet>,
     to_ui: &mpsc::Sender<Event>,
 ) -> Ended {
-    let mut req = match cfg.url.as_str().into_client_request() {
+    let server = cfg.servers.current();
+    let mut req = match server.url.as_str().into_client_request() {
         Ok(r) => r,
-        Err(e) => return Ended::Stop(format!("bad server address {}: {e}", cfg.url)),
+        Err(e) => return Ended::Stop(format!("bad server address {}: {e}", server.url)),
     };
     if let Ok(v) = format!("Bearer {}", cfg.token).parse() {
         req.headers_mut().insert("authorization", v);
@@ -132,7 +149,7 @@ async fn session(
         req,
         Some(ws_cfg),
         true,
-        cfg.connector.clone(),
+        server.connector.clone(),
     );
     let mut ws = match tokio::time::timeout(Duration::from_secs(10), connect).await {
         Err(_) => return Ended::Retry("connection timed out".into()),
@@ -229,19 +246,41 @@ async fn session(
 }
 
 /// Logs in (or registers) with a password and returns the new token: the first-run path, and
-/// `--login`.
+/// `--login`. Each server of the list is tried in turn until one accepts the connection; what
+/// that server answers (a wrong password, a name taken) is the answer.
 pub async fn login(
-    url: &str,
-    connector: Option<Connector>,
+    servers: &ServerList,
     user: &str,
     password: &str,
     register: bool,
 ) -> anyhow::Result<String> {
     use anyhow::{Context, bail};
-    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector)
-        .await
-        .map_err(crate::tls::explain)
-        .with_context(|| format!("connecting to {url}"))?;
+    let mut servers = servers.clone();
+    let mut failed = None;
+    let mut ws = None;
+    for _ in 0..servers.len() {
+        let s = servers.current();
+        let connect = tokio_tungstenite::connect_async_tls_with_config(
+            &s.url,
+            None,
+            true,
+            s.connector.clone(),
+        );
+        match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Ok(Ok((w, _))) => {
+                ws = Some(w);
+                break;
+            }
+            Ok(Err(e)) => {
+                failed = Some(crate::tls::explain(e).context(format!("connecting to {}", s.url)))
+            }
+            Err(_) => failed = Some(anyhow::anyhow!("connecting to {}: timed out", s.url)),
+        }
+        servers.advance();
+    }
+    let Some(mut ws) = ws else {
+        return Err(failed.unwrap_or_else(|| anyhow::anyhow!("no server to connect to")));
+    };
     let hello = encode(
         &ClientFrame::Hello {
             versions: chat_proto::SUPPORTED_VERSIONS.to_vec(),

@@ -10,6 +10,7 @@ pub mod editor;
 pub mod room;
 pub mod sanitize;
 pub mod script;
+pub mod servers;
 pub mod tls;
 pub mod view;
 pub mod wrap;

@@ -14,6 +14,7 @@ use ratatui::crossterm::execute;
 use tokio::sync::mpsc;
 
 use app::{App, Command, Event, Settings};
+use chat_tui::servers::ServerList;
 use config::{StateFile, account_key};
 use conn::{NetConfig, ToNet};
 use tls::Credentials;
@@ -22,9 +23,16 @@ use tls::Credentials;
 #[derive(Debug, Parser)]
 #[command(name = "chat-tui", version, about)]
 struct Cli {
-    /// Server URL [default: from the config file, else ws://127.0.0.1:7878/ws]
-    #[arg(long, env = "CHAT_SERVER")]
-    server: Option<String>,
+    /// Server URL; several (repeat the flag, or comma-separated) are nodes of one cluster, tried
+    /// in order: a failed or dropped connection moves to the next, wrapping around
+    /// [default: from the config file, else ws://127.0.0.1:7878/ws]
+    #[arg(
+        long,
+        env = "CHAT_SERVER",
+        value_name = "URL[,URL...]",
+        value_delimiter = ','
+    )]
+    server: Vec<String>,
     /// Username [default: from the config file, else asked]
     #[arg(long, env = "CHAT_USER")]
     user: Option<String>,
@@ -153,11 +161,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let mut state = state_file.load();
 
-    let server = match cli.server.clone().or(file.server.clone()) {
-        Some(s) => s,
-        None if cli.command.is_some() => DEFAULT_SERVER.to_owned(),
-        None => prompt("Server", Some(DEFAULT_SERVER))?,
+    let given = match (cli.server.is_empty(), &file.server) {
+        (false, _) => cli.server.clone(),
+        (true, Some(s)) => vec![s.clone()],
+        (true, None) if cli.command.is_some() => vec![DEFAULT_SERVER.to_owned()],
+        (true, None) => vec![prompt("Server", Some(DEFAULT_SERVER))?],
     };
+    let servers = ServerList::parse(&given)?;
     let user = match cli.user.clone().or(file.user.clone()) {
         Some(u) => u,
         None if cli.command.is_some() => bail!(
@@ -166,30 +176,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         None => prompt("Username", None)?,
     };
+    // The first URL names the account's saved token and read positions: a list that starts
+    // with the server used so far keeps them.
+    let server = servers.first().to_owned();
     let key = account_key(&user, &server);
     let ca_file = cli.ca_file.clone().or(file.ca_file.clone());
-    let connector = tls::connector(&server, ca_file.as_deref())?;
-    // Before any credential leaves: the password below, or the saved token.
+    let servers = servers.with_tls(ca_file.as_deref())?;
+    // Before any credential leaves: the password below, or the saved token; to every server of
+    // the list, since any of them may get them.
     let interactive = cli.command.is_none();
-    match tls::before_credentials(&server, &state.plain_ws_ok, cli.allow_plain_ws, interactive)? {
-        Credentials::Send => {}
-        Credentials::Refuse(why) => bail!(why),
-        Credentials::Ask(host) => {
-            eprintln!(
-                "{server} is plain ws://: your password, your token and every message would cross \
-                 the network unencrypted, readable by anyone on the way. Use wss:// if the server \
-                 has TLS."
-            );
-            let answer = prompt(
-                &format!("Send them to {host} unencrypted anyway? (yes/no)"),
-                Some("no"),
-            )?;
-            if !matches!(answer.to_ascii_lowercase().as_str(), "y" | "yes") {
-                bail!("not connecting to {host} over plain ws://");
+    for url in servers.urls() {
+        match tls::before_credentials(url, &state.plain_ws_ok, cli.allow_plain_ws, interactive)? {
+            Credentials::Send => {}
+            Credentials::Refuse(why) => bail!(why),
+            Credentials::Ask(host) => {
+                eprintln!(
+                    "{url} is plain ws://: your password, your token and every message would \
+                     cross the network unencrypted, readable by anyone on the way. Use wss:// if \
+                     the server has TLS."
+                );
+                let answer = prompt(
+                    &format!("Send them to {host} unencrypted anyway? (yes/no)"),
+                    Some("no"),
+                )?;
+                if !matches!(answer.to_ascii_lowercase().as_str(), "y" | "yes") {
+                    bail!("not connecting to {host} over plain ws://");
+                }
+                // Asked once per server: remembered next to the token.
+                state.plain_ws_ok.insert(host);
+                state_file.save(&state)?;
             }
-            // Asked once per server: remembered next to the token.
-            state.plain_ws_ok.insert(host);
-            state_file.save(&state)?;
         }
     }
     if let Some(sub) = &cli.command {
@@ -198,14 +214,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         })?;
         return match sub {
             Sub::Send { room, text } => {
-                let seq = script::send_message(&server, connector, &token, room, text).await?;
+                let seq = script::send_message(&servers, &token, room, text).await?;
                 eprintln!("stored as #{seq} in {room}");
                 Ok(())
             }
             Sub::Tail { room, json, since } => {
                 script::tail(script::Tail {
-                    server: &server,
-                    connector,
+                    servers: &servers,
                     token: &token,
                     room,
                     json: *json,
@@ -229,7 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 "Password"
             })?;
-            let token = conn::login(&server, connector.clone(), &user, &password, cli.register)
+            let token = conn::login(&servers, &user, &password, cli.register)
                 .await
                 .map_err(|e| {
                     if !cli.register && e.to_string().starts_with("invalid_credentials") {
@@ -246,7 +261,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let settings = Settings {
         bell: file.bell.unwrap_or(true) && !cli.no_bell,
-        server: server.clone(),
+        server: servers.label(),
     };
     let backoff = file.reconnect.clone().unwrap_or_default().backoff();
     let id_prefix = format!("t{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
@@ -260,10 +275,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let (to_ui, mut from_net) = mpsc::channel::<Event>(1024);
     let net = tokio::spawn(conn::run(
         NetConfig {
-            url: server,
+            servers,
             token,
             backoff,
-            connector,
         },
         from_ui,
         to_ui,

@@ -1,6 +1,12 @@
 //! The non-interactive mode, for scripts and bots: `send` (the exit code says whether the server
 //! acknowledged the message) and `tail` (one line per message, JSON with `--json`, resuming where
 //! the last `tail` of that room stopped).
+//!
+//! With several server URLs both move to the next one when a connection fails or drops: `send`
+//! resends the message with the same id (the cluster stores it once and acks the stored seq),
+//! `tail` rejoins from the last seq it printed and skips any seq it already printed. `send` gives
+//! up once every URL has failed in a row (the exit status says so); `tail` keeps going round
+//! the list with the interactive client's backoff, so that a follower outlives a restart.
 
 use std::io::Write;
 use std::time::Duration;
@@ -8,32 +14,49 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chat_proto::{CatchUp, ClientFrame, HistoryMessage, Ref, ServerFrame, decode_server, encode};
 use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use crate::backoff::{Backoff, BackoffConfig};
 use crate::config::{State, StateFile};
 use crate::sanitize;
+use crate::servers::{Server, ServerList};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-async fn connect(server: &str, connector: Option<Connector>, token: &str) -> anyhow::Result<Ws> {
-    let mut req = server
+/// An answer from the server itself (an `error` frame, a refused token): final, where a
+/// connection failure is a reason to try the next server.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+fn is_refusal(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Refused>().is_some()
+}
+
+async fn connect(server: &Server, token: &str) -> anyhow::Result<Ws> {
+    let url = server.url.as_str();
+    let mut req = url
         .into_client_request()
-        .with_context(|| format!("bad server address {server}"))?;
+        .with_context(|| format!("bad server address {url}"))?;
     req.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
-    let connect = tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector);
-    let (mut ws, _) = match connect.await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status().as_u16() == 401 => {
-            bail!("the server refused the saved token: log in again with chat-tui --login")
+    let connect =
+        tokio_tungstenite::connect_async_tls_with_config(req, None, true, server.connector.clone());
+    let (mut ws, _) = match tokio::time::timeout(WAIT, connect).await {
+        Err(_) => bail!("connecting to {url}: timed out"),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(r))) if r.status().as_u16() == 401 => {
+            return Err(Refused(
+                "the server refused the saved token: log in again with chat-tui --login".into(),
+            )
+            .into());
         }
-        other => other
+        Ok(other) => other
             .map_err(crate::tls::explain)
-            .with_context(|| format!("connecting to {server}"))?,
+            .with_context(|| format!("connecting to {url}"))?,
     };
     send(
         &mut ws,
@@ -67,12 +90,18 @@ async fn next(ws: &mut Ws, wait: Option<Duration>) -> anyhow::Result<(ServerFram
             Some(Err(e)) => bail!("connection lost: {e}"),
             Some(Ok(Message::Close(f))) => {
                 let code = f.as_ref().map(|f| u16::from(f.code)).unwrap_or(1000);
-                bail!("the server closed the connection ({code})")
+                let why = format!("the server closed the connection ({code})");
+                // Closed on purpose (logged out, not allowed): another node would say the same.
+                if !chat_proto::close::should_reconnect(code) {
+                    return Err(Refused(why).into());
+                }
+                bail!(why)
             }
             Some(Ok(Message::Text(t))) => {
                 let Ok(env) = decode_server(&t) else { continue };
                 if let ServerFrame::Error { code, message, .. } = &env.frame {
-                    bail!("{code}: {}", sanitize::one_line(message, 300));
+                    let why = format!("{code}: {}", sanitize::one_line(message, 300));
+                    return Err(Refused(why).into());
                 }
                 return Ok((env.frame, env.reference));
             }
@@ -105,24 +134,51 @@ async fn join(
     }
 }
 
-/// Sends one message and waits for its ack.
+/// Sends one message and waits for its ack, moving through `servers` until one acks it.
 pub async fn send_message(
-    server: &str,
-    connector: Option<Connector>,
+    servers: &ServerList,
     token: &str,
     room: &str,
     text: &str,
 ) -> anyhow::Result<u64> {
     chat_proto::limits::check_body(text).map_err(anyhow::Error::msg)?;
-    let mut ws = connect(server, connector, token).await?;
-    join(&mut ws, room, None).await?;
+    // One id for every attempt: a message that reached a node which then died is stored once,
+    // and the resend is acked with its seq.
     let id = format!("s{:016x}", rand::random::<u64>());
-    let reference = Ref::Str(id.clone());
+    let mut servers = servers.clone();
+    let mut failed = None;
+    for _ in 0..servers.len() {
+        match send_once(servers.current(), token, room, text, &id).await {
+            Ok(seq) => return Ok(seq),
+            Err(e) if is_refusal(&e) => return Err(e),
+            Err(e) => {
+                let url = &servers.current().url;
+                if servers.len() > 1 {
+                    eprintln!("chat-tui: {url}: {e:#}; trying the next server");
+                }
+                failed = Some(e);
+            }
+        }
+        servers.advance();
+    }
+    Err(failed.unwrap_or_else(|| anyhow::anyhow!("no server to send to")))
+}
+
+async fn send_once(
+    server: &Server,
+    token: &str,
+    room: &str,
+    text: &str,
+    id: &str,
+) -> anyhow::Result<u64> {
+    let mut ws = connect(server, token).await?;
+    join(&mut ws, room, None).await?;
+    let reference = Ref::Str(id.to_owned());
     send(
         &mut ws,
         &ClientFrame::Send {
             room: room.into(),
-            id: id.clone(),
+            id: id.to_owned(),
             body: text.into(),
         },
         Some(&reference),
@@ -176,8 +232,7 @@ fn text_line(m: &HistoryMessage) -> String {
 }
 
 pub struct Tail<'a> {
-    pub server: &'a str,
-    pub connector: Option<Connector>,
+    pub servers: &'a ServerList,
     pub token: &'a str,
     pub room: &'a str,
     pub json: bool,
@@ -186,84 +241,164 @@ pub struct Tail<'a> {
     pub account: &'a str,
 }
 
+/// A joined room on a fresh connection: its epoch and the first messages to print.
+struct Opened {
+    ws: Ws,
+    epoch: String,
+    batch: Vec<HistoryMessage>,
+}
+
+/// Connects to the first server of `servers` that answers and joins the room: after `since` in
+/// the room's epoch when there is one, else its recent messages. Servers that do not answer
+/// move the list on; after a whole round of them, it waits the backoff's delay and goes round
+/// again. Only the server's own refusal (a bad token, an error frame) ends it.
+async fn open(
+    t: &Tail<'_>,
+    servers: &mut ServerList,
+    since: impl Fn(&str) -> Option<u64>,
+) -> anyhow::Result<Opened> {
+    let mut backoff = Backoff::new(BackoffConfig::default());
+    loop {
+        for _ in 0..servers.len() {
+            match open_once(t, servers.current(), &since).await {
+                Ok(o) => return Ok(o),
+                Err(e) if is_refusal(&e) => return Err(e),
+                Err(e) => eprintln!("chat-tui: {}: {e:#}", servers.current().url),
+            }
+            servers.advance();
+        }
+        let delay = backoff.next_delay(rand::random::<f64>());
+        eprintln!(
+            "chat-tui: no server answered; trying again in {:.1} s",
+            delay.as_secs_f32()
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn open_once(
+    t: &Tail<'_>,
+    server: &Server,
+    since: &impl Fn(&str) -> Option<u64>,
+) -> anyhow::Result<Opened> {
+    let mut ws = connect(server, t.token).await?;
+    let ServerFrame::Joined {
+        epoch, messages, ..
+    } = join(&mut ws, t.room, None).await?
+    else {
+        bail!("unexpected answer to join")
+    };
+    let Some(s) = since(&epoch) else {
+        return Ok(Opened {
+            ws,
+            epoch,
+            batch: messages,
+        });
+    };
+    let ServerFrame::Joined {
+        messages, catch_up, ..
+    } = join(&mut ws, t.room, Some((s, epoch.clone()))).await?
+    else {
+        bail!("unexpected answer to join")
+    };
+    if catch_up == CatchUp::Reload {
+        eprintln!(
+            "chat-tui: more than the server replays was missed since #{s}; showing the latest"
+        );
+    }
+    Ok(Opened {
+        ws,
+        epoch,
+        batch: messages,
+    })
+}
+
 /// Prints the room's messages after `since` (or after where the last tail stopped, or its recent
-/// ones), then every new one, until the connection ends.
+/// ones), then every new one. A dropped connection moves to the next server and rejoins after
+/// the last seq printed; the tail ends when no server can be reached.
 pub async fn tail(t: Tail<'_>) -> anyhow::Result<()> {
     let mut state: State = t.state_file.load();
     let key = format!("{}#{}", t.account, t.room);
     let saved = state.tail.get(&key).cloned();
-    let mut ws = connect(t.server, t.connector.clone(), t.token).await?;
-    let first = join(&mut ws, t.room, None).await?;
-    let ServerFrame::Joined {
-        epoch, messages, ..
-    } = first
-    else {
-        bail!("unexpected answer to join")
-    };
-    let since = t
-        .since
-        .or_else(|| saved.as_ref().filter(|(e, _)| *e == epoch).map(|(_, s)| *s));
-    let mut batch = messages;
-    if let Some(s) = since {
-        let ServerFrame::Joined {
-            messages,
-            catch_up,
-            complete: _,
-            ..
-        } = join(&mut ws, t.room, Some((s, epoch.clone()))).await?
-        else {
-            bail!("unexpected answer to join")
-        };
-        if catch_up == CatchUp::Reload {
-            eprintln!(
-                "chat-tui: more than the server replays was missed since #{s}; showing the latest"
-            );
-        }
-        batch = messages;
-    }
-    let mut last = since.unwrap_or(0);
+    let mut servers = t.servers.clone();
+    // Where this tail stands: the epoch it printed in and the last seq printed.
+    let mut printed: Option<(String, u64)> = None;
     let mut out = std::io::stdout().lock();
     loop {
-        for m in batch.drain(..) {
-            if m.seq <= last {
-                continue;
+        let since = |epoch: &str| match &printed {
+            Some((e, s)) if e == epoch => Some(*s),
+            // The room was recreated meanwhile (another epoch): its seqs start over.
+            Some(_) => None,
+            None => t
+                .since
+                .or_else(|| saved.as_ref().filter(|(e, _)| e == epoch).map(|(_, s)| *s)),
+        };
+        let Opened {
+            mut ws,
+            epoch,
+            mut batch,
+        } = open(&t, &mut servers, &since).await?;
+        let mut last = match &printed {
+            Some((e, s)) if *e == epoch => *s,
+            Some(_) => 0,
+            None => since(&epoch).unwrap_or(0),
+        };
+        let lost = loop {
+            for m in batch.drain(..) {
+                // A seq printed already (the replay overlaps what came live, or a resumed tail
+                // gets its last line again) is skipped: each message once, in seq order.
+                if m.seq <= last {
+                    continue;
+                }
+                let line = if t.json {
+                    json_line(&m, t.room)
+                } else {
+                    text_line(&m)
+                };
+                writeln!(out, "{line}")?;
+                out.flush()?;
+                last = m.seq;
+                printed = Some((epoch.clone(), last));
+                // Saved after printing: a tail killed at this instant prints this line again
+                // next time (at least once; the seq tells a duplicate), never skips it.
+                state.tail.insert(key.clone(), (epoch.clone(), last));
+                t.state_file.save(&state)?;
             }
-            let line = if t.json {
-                json_line(&m, t.room)
-            } else {
-                text_line(&m)
-            };
-            writeln!(out, "{line}")?;
-            out.flush()?;
-            last = m.seq;
-            // Saved after printing: a tail killed at this instant prints this line again next
-            // time (at least once; the seq tells a duplicate), never skips it.
-            state.tail.insert(key.clone(), (epoch.clone(), last));
-            t.state_file.save(&state)?;
-        }
-        match next(&mut ws, None).await? {
-            (ServerFrame::Replay { room, messages, .. }, _) if room == t.room => batch = messages,
-            (
-                ServerFrame::Message {
-                    room,
-                    seq,
-                    id,
-                    from,
-                    body,
-                    ts,
-                },
-                _,
-            ) if room == t.room => {
-                batch = vec![HistoryMessage {
-                    seq,
-                    id,
-                    from,
-                    body,
-                    ts,
-                }];
+            match next(&mut ws, None).await {
+                Err(e) if is_refusal(&e) => return Err(e),
+                Err(e) => break e,
+                Ok((ServerFrame::Replay { room, messages, .. }, _)) if room == t.room => {
+                    batch = messages
+                }
+                Ok((
+                    ServerFrame::Message {
+                        room,
+                        seq,
+                        id,
+                        from,
+                        body,
+                        ts,
+                    },
+                    _,
+                )) if room == t.room => {
+                    batch = vec![HistoryMessage {
+                        seq,
+                        id,
+                        from,
+                        body,
+                        ts,
+                    }];
+                }
+                Ok(_) => {}
             }
-            _ => {}
-        }
+        };
+        printed.get_or_insert((epoch.clone(), last));
+        eprintln!(
+            "chat-tui: {}: {lost:#}; reconnecting",
+            servers.current().url
+        );
+        // The server this tail was on failed: the next attempt starts at the next one.
+        servers.advance();
     }
 }
 

@@ -583,7 +583,7 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
         _ => Style::default().fg(Color::Yellow),
     };
     let mut spans = vec![
-        Span::raw(format!(" {} ", app.settings.server)),
+        Span::raw(format!(" {} ", app.server)),
         Span::raw(format!("│ {} │ ", app.me.as_deref().unwrap_or("?"))),
         Span::styled(conn, conn_style),
     ];

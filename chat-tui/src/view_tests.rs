@@ -168,6 +168,20 @@ fn the_status_bar_counts_down_a_reconnect_and_help_lists_commands() {
 }
 
 #[test]
+fn the_status_bar_names_the_server_in_use() {
+    let mut a = app_with(vec![]);
+    assert!(render(&a, 80, 24)[23].contains(" ws://h/ws "));
+    // The network task moved to the second of three URLs.
+    a.update(Event::Net(Net::Server("ws://b:7878/ws (2/3)".into())));
+    let screen = render(&a, 80, 24);
+    assert!(
+        screen[23].contains(" ws://b:7878/ws (2/3) "),
+        "{}",
+        screen[23]
+    );
+}
+
+#[test]
 fn scrolled_up_shows_the_new_messages_marker_and_unread_line() {
     let many: Vec<(String, String)> = (0..60)
         .map(|i| ("bob".to_owned(), format!("line {i}")))

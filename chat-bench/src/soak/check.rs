@@ -35,7 +35,7 @@ pub async fn read_history(
     token: &str,
     rooms: &[String],
 ) -> anyhow::Result<Vec<Vec<StoredMsg>>> {
-    let mut ws = crate::net::hello(url, 0, 1, token).await?;
+    let mut ws = crate::net::hello(&[url.to_owned()], 0, 1, token).await?;
     let mut all = Vec::with_capacity(rooms.len());
     for room in rooms {
         let mut pages: Vec<Vec<StoredMsg>> = Vec::new();

@@ -238,14 +238,14 @@ async fn soak(
     // Users: the steady ones, then one per rogue, then the one that creates and checks.
     let total_users = users + args.floods + args.stalls + 1;
     let t = Instant::now();
-    let tokens = crate::tokens::get(&url, total_users, None).await?;
+    let tokens = crate::tokens::get(std::slice::from_ref(&url), total_users, None).await?;
     eprintln!(
         "soak: {total_users} users registered in {:.1} s",
         t.elapsed().as_secs_f64()
     );
     let admin = tokens[total_users - 1].clone();
     let rooms: Vec<String> = (0..args.rooms).map(|r| format!("soak-{r}")).collect();
-    crate::net::create_rooms(&url, &admin, &rooms).await?;
+    crate::net::create_rooms(std::slice::from_ref(&url), &admin, &rooms).await?;
     let epochs = epochs_and_latest(&url, &admin, &rooms).await?.0;
     let (phase, _) = watch::channel(Phase::Run);
     let shared = Arc::new(Shared {
@@ -470,7 +470,7 @@ async fn epochs_and_latest(
     token: &str,
     rooms: &[String],
 ) -> anyhow::Result<(Vec<String>, Vec<u64>)> {
-    let mut ws = crate::net::hello(url, 0, 1, token).await?;
+    let mut ws = crate::net::hello(&[url.to_owned()], 0, 1, token).await?;
     let (mut epochs, mut latest) = (Vec::new(), Vec::new());
     for room in rooms {
         crate::net::send_json(&mut ws, json!({"type":"join","room":room})).await?;
