@@ -1,5 +1,6 @@
 //! The operator's endpoint (`--admin-listen`, off by default): `GET /livez` (the process
-//! runs; touches nothing else), `GET /readyz` (200 only when the database answers; 503 with a
+//! runs; touches nothing else), `GET /readyz` (200 only when the database answers and, with the
+//! Redis broker, a message published on this node's own channel came back; 503 with a
 //! one-line reason otherwise) and `GET /metrics` (Prometheus text format). Plain HTTP/1.1, one
 //! request per connection: it is for a load balancer's health check and a scraper on a private
 //! network, not for the public.
@@ -116,7 +117,10 @@ async fn answer(mut tcp: TcpStream, ctx: &Ctx, registry: &prometheus_client::reg
 /// 200 when the database answers a read within the deadline; 503 and why otherwise.
 async fn readiness(ctx: &Ctx) -> (u16, &'static str, String) {
     match tokio::time::timeout(DEADLINE, ctx.store.user_exists("")).await {
-        Ok(Ok(_)) => (200, "OK", "ready\n".into()),
+        Ok(Ok(_)) => match ctx.broker.ready().await {
+            Ok(()) => (200, "OK", "ready\n".into()),
+            Err(reason) => (503, "Service Unavailable", format!("{reason}\n")),
+        },
         Ok(Err(e)) => (503, "Service Unavailable", format!("database: {e}\n")),
         Err(_) => (
             503,

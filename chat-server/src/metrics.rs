@@ -17,7 +17,7 @@ use crate::server::Ctx;
 
 /// Counters of events nothing else counts, incremented where they happen. Cheap to clone (each
 /// is an atomic behind an Arc) and shared by every connection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Default, Clone)]
 pub struct Counters {
     /// By `code`: the close code the server sent, or `client` when the client ended it.
     pub disconnects: Family<Vec<(String, String)>, Counter>,
@@ -74,16 +74,6 @@ impl Default for BrokerCounters {
     }
 }
 
-impl Default for Counters {
-    fn default() -> Self {
-        Self {
-            disconnects: Family::default(),
-            messages_stored: Counter::default(),
-            sent_bytes: Counter::default(),
-            broker: BrokerCounters::default(),
-        }
-    }
-}
 
 impl Counters {
     /// A connection ended: `code` is the close code the server sent, `None` if the client

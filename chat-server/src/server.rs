@@ -78,11 +78,34 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> std::io::Result<Run
         presence_interval: config.presence_interval,
         presence_ttl: crate::config::PRESENCE_TTL,
     }));
-    let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new(hub.clone()));
+    let counters = crate::metrics::Counters::default();
+    let broker: Arc<dyn Broker> = match &config.broker {
+        None => Arc::new(LocalBroker::new(hub.clone())),
+        Some(url) => {
+            let node = config
+                .node_id
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
+            let cluster = crate::cluster::RedisBroker::start(
+                crate::cluster::ClusterConfig {
+                    url: url.clone(),
+                    node,
+                    prefix: config.broker_prefix.clone(),
+                },
+                hub.clone(),
+                store.clone(),
+                counters.broker.clone(),
+            )
+            .map_err(std::io::Error::other)?;
+            tracing::info!(node = cluster.node(), broker = %url, "cluster broker on Redis");
+            hub.set_announcer(Arc::new(cluster.clone()));
+            Arc::new(cluster)
+        }
+    };
     let ctx = Arc::new(Ctx {
         hasher: crate::hasher::Hasher::new(2, 256)?,
         budget: crate::outbox::Budget::new(config.outbound_total_bytes),
-        counters: crate::metrics::Counters::default(),
+        counters,
         throttle: crate::throttle::Throttle::new(),
         invites: crate::rate::HourlyQuota::new(config.max_invites_per_hour),
         admission: crate::admission::Admission::new(crate::admission::Caps {
@@ -128,6 +151,16 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> std::io::Result<Run
         stop_accepting,
         tasks,
     })
+}
+
+/// This machine's name, for the default node id.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Bytes asked of the kernel for each connection's send buffer (Linux doubles it): about a
@@ -234,6 +267,8 @@ impl RunningServer {
         if let Err(e) = self.ctx.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }
+        // The other nodes hear at once that this node's users are gone.
+        self.ctx.broker.shutdown().await;
         self.ctx.close_all.cancel();
         self.tasks.close();
         if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())

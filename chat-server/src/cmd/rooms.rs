@@ -178,6 +178,9 @@ impl Session {
         if !store.is_member(&room, &user).await? {
             store.add_member(&room, &user).await?;
         }
+        // With the Redis broker: listening to the room's channel before subscribing here, so
+        // what another node commits after the snapshot below reaches this connection.
+        self.ctx.broker.watch(&room).await;
         let authed = self.authed()?;
         let (statuses, again) = self.ctx.hub.subscribe(&room, &authed.reg);
         match self.join_snapshot(&rec, since, statuses).await {

@@ -137,6 +137,21 @@ impl Hub {
         }
     }
 
+    /// Another node's presence in a room a connection of this node is about to join: the room
+    /// is made here if it is not yet, so the joiner's `joined` shows who is present elsewhere.
+    pub fn prime(&self, room_name: &Arc<str>, event: Event) {
+        if let Event::Presence {
+            node,
+            changes,
+            replace,
+            ..
+        } = event
+        {
+            let room = self.room_or_create(room_name);
+            lock(&room).remote_presence(room_name, &node, &changes, replace, &self.config);
+        }
+    }
+
     /// Whether any connection of this node listens to `room`.
     pub fn has_room(&self, room: &str) -> bool {
         lock(&self.rooms).contains_key(room)
