@@ -143,6 +143,18 @@ impl Collector for Live {
         )?;
         gauge(
             &mut e,
+            "chat_users_authenticated",
+            "Distinct users with at least one authenticated connection on this node",
+            n(ctx.hub.user_count()),
+        )?;
+        gauge(
+            &mut e,
+            "chat_rooms_active",
+            "Rooms that at least one connection on this node has joined",
+            n(ctx.hub.room_count()),
+        )?;
+        gauge(
+            &mut e,
             "chat_outbound_unsent_bytes",
             "Bytes queued for clients and not yet handed to their sockets, reservations included",
             n(ctx.budget.used()),

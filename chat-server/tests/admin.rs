@@ -82,6 +82,13 @@ async fn liveness_readiness_and_metrics() {
     bob.send(serde_json::json!({"type":"send","room":"r","id":"m1","body":"hi"}))
         .await;
     bob.recv_type("ack").await;
+    let (_, _, page) = get(admin, "GET", "/metrics").await;
+    assert_eq!(
+        sample(&page, "chat_users_authenticated"),
+        Some(2.0),
+        "{page}"
+    );
+    assert_eq!(sample(&page, "chat_rooms_active"), Some(1.0), "{page}");
     drop(bob);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     let page = loop {
