@@ -25,6 +25,10 @@ pub struct Counters {
     pub messages_stored: Counter,
     /// Bytes of frames handed to client sockets.
     pub sent_bytes: Counter,
+    /// Text frames read from clients, by `type` (`invalid`: not decodable as a client frame).
+    pub frames_received: FrameCounters,
+    /// Frames handed to client sockets, by `type`: counted per recipient, where `sent_bytes` is.
+    pub frames_sent: FrameCounters,
     /// The cluster broker's figures (zero with the in-process broker).
     pub broker: BrokerCounters,
 }
@@ -51,6 +55,89 @@ pub struct BrokerCounters {
     pub presence_entries: Gauge,
     /// 1 while the subscription to Redis is up.
     pub connected: Gauge,
+}
+
+/// Frames counted by their `type` tag. The label values are a fixed list (a protocol's frame
+/// types) plus one fallback, each given its counter up front: the hot path finds its counter by
+/// a short scan of that list, never by hashing a label set under the family's lock.
+#[derive(Debug, Clone)]
+pub struct FrameCounters {
+    family: Family<[(&'static str, &'static str); 1], Counter>,
+    types: &'static [&'static str],
+    /// `types[i]`'s counter at `i`; each shares its atomic with the family's entry.
+    by_type: Arc<[Counter]>,
+    /// For a frame whose type is not in `types`.
+    fallback: Counter,
+}
+
+impl FrameCounters {
+    fn new(types: &'static [&'static str], fallback: &'static str) -> Self {
+        let family: Family<_, Counter> = Family::default();
+        let by_type = types
+            .iter()
+            .map(|t| family.get_or_create(&[("type", *t)]).clone())
+            .collect();
+        let fallback = family.get_or_create(&[("type", fallback)]).clone();
+        Self {
+            family,
+            types,
+            by_type,
+            fallback,
+        }
+    }
+
+    fn counter(&self, kind: Option<&str>) -> &Counter {
+        kind.and_then(|k| self.types.iter().position(|t| *t == k))
+            .map_or(&self.fallback, |i| &self.by_type[i])
+    }
+
+    /// Counts one frame of type `kind` (`None`, or a type not in the list: the fallback).
+    pub fn count(&self, kind: Option<&str>) {
+        self.counter(kind).inc();
+    }
+
+    /// Counts encoded frames a batch at a time: one atomic add per run of frames of one type.
+    pub fn tally(&self) -> Tally<'_> {
+        Tally {
+            of: self,
+            run: None,
+        }
+    }
+}
+
+/// Encoded frames being counted by type (see [`FrameCounters::tally`]); what is pending is
+/// added when the tally is dropped.
+pub struct Tally<'a> {
+    of: &'a FrameCounters,
+    /// The current run: its type's counter and its length. A run of messages, the bulk of what
+    /// a busy room sends, costs one add.
+    run: Option<(&'a Counter, u64)>,
+}
+
+impl Tally<'_> {
+    /// Counts one frame that `chat_proto::encode` wrote, by the type at its front.
+    pub fn add(&mut self, frame: &str) {
+        let counter = self.of.counter(chat_proto::encoded_type(frame));
+        match &mut self.run {
+            Some((c, n)) if std::ptr::eq(*c, counter) => *n += 1,
+            _ => {
+                self.flush();
+                self.run = Some((counter, 1));
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some((c, n)) = self.run.take() {
+            c.inc_by(n);
+        }
+    }
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -80,6 +167,8 @@ impl Default for Counters {
             disconnects: Family::default(),
             messages_stored: Counter::default(),
             sent_bytes: Counter::default(),
+            frames_received: FrameCounters::new(chat_proto::CLIENT_FRAME_TYPES, "invalid"),
+            frames_sent: FrameCounters::new(chat_proto::SERVER_FRAME_TYPES, "other"),
             broker: BrokerCounters::default(),
         }
     }
@@ -195,6 +284,16 @@ pub fn registry(ctx: &Arc<Ctx>) -> Registry {
         prometheus_client::registry::Unit::Bytes,
         c.sent_bytes.clone(),
     );
+    r.register(
+        "chat_frames_received",
+        "Text frames read from clients, by type (type=\"invalid\": not JSON, not a frame, an unknown type, or a binary frame)",
+        c.frames_received.family.clone(),
+    );
+    r.register(
+        "chat_frames_sent",
+        "Frames handed to client sockets, by type; a broadcast counts once per recipient it reached (type=\"other\" stays 0)",
+        c.frames_sent.family.clone(),
+    );
     let b = &c.broker;
     r.register_with_unit(
         "chat_broker_publish_latency",
@@ -248,4 +347,35 @@ pub fn render(r: &Registry) -> String {
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, r);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_counted_by_the_type_at_their_front() {
+        let sent = FrameCounters::new(chat_proto::SERVER_FRAME_TYPES, "other");
+        let get = |t: &'static str| sent.family.get_or_create(&[("type", t)]).get();
+        {
+            let mut tally = sent.tally();
+            tally.add(r#"{"type":"message","seq":1}"#);
+            tally.add(r#"{"type":"message","seq":2}"#);
+            assert_eq!(get("message"), 0, "a run is added when it ends");
+            for f in [
+                r#"{"ref":1,"type":"ack"}"#,
+                r#"{"type":"message","seq":3}"#,
+                r#"{"type":"warp"}"#,
+                "garbage",
+            ] {
+                tally.add(f);
+            }
+            assert_eq!((get("message"), get("ack")), (3, 1));
+            assert_eq!(get("other"), 0, "the last run waits for the drop");
+        }
+        assert_eq!(get("other"), 2);
+        sent.count(Some("pong"));
+        sent.count(None);
+        assert_eq!((get("pong"), get("other")), (1, 3));
+    }
 }

@@ -82,7 +82,38 @@ async fn liveness_readiness_and_metrics() {
     bob.send(serde_json::json!({"type":"send","room":"r","id":"m1","body":"hi"}))
         .await;
     bob.recv_type("ack").await;
+    // Its broadcast, queued after the ack, reaches its sender too.
+    bob.recv_type("message").await;
+    bob.send_text("not json").await;
+    bob.recv_type("error").await;
     let (_, _, page) = get(admin, "GET", "/metrics").await;
+    for (name, at_least) in [
+        (r#"chat_frames_received_total{type="hello"}"#, 2.0),
+        (r#"chat_frames_received_total{type="send"}"#, 1.0),
+        (r#"chat_frames_received_total{type="join"}"#, 1.0),
+        (r#"chat_frames_received_total{type="invalid"}"#, 1.0),
+        (r#"chat_frames_sent_total{type="welcome"}"#, 2.0),
+        (r#"chat_frames_sent_total{type="ack"}"#, 1.0),
+        (r#"chat_frames_sent_total{type="message"}"#, 1.0),
+        (r#"chat_frames_sent_total{type="joined"}"#, 1.0),
+        (r#"chat_frames_sent_total{type="error"}"#, 1.0),
+    ] {
+        assert!(
+            sample(&page, name).is_some_and(|v| v >= at_least),
+            "{name} >= {at_least}: {page}"
+        );
+    }
+    // Known types are listed from the start, at zero until seen.
+    assert_eq!(
+        sample(&page, r#"chat_frames_received_total{type="decline"}"#),
+        Some(0.0),
+        "{page}"
+    );
+    assert_eq!(
+        sample(&page, r#"chat_frames_sent_total{type="other"}"#),
+        Some(0.0),
+        "{page}"
+    );
     assert_eq!(
         sample(&page, "chat_users_authenticated"),
         Some(2.0),
