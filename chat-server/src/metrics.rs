@@ -260,6 +260,20 @@ impl Collector for Live {
             "Connections closed with 4008 because they did not read",
             ctx.budget.slow_consumers(),
         )?;
+        let drops = ctx.budget.drops();
+        let mut family = e.encode_descriptor(
+            "chat_outbound_dropped_frames",
+            "Frames for clients never sent: reason=\"full\" not queued (the connection was behind at a bound and is closed with 4008), \"closed\" not queued (its writer had gone), \"discarded\" queued then thrown away (a 4008's queue, or what was left when a connection ended)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (reason, v) in [
+            ("full", drops.full),
+            ("closed", drops.closed),
+            ("discarded", drops.discarded),
+        ] {
+            ConstCounter::new(v).encode(family.encode_family(&[("reason", reason)])?)?;
+        }
         Ok(())
     }
 }

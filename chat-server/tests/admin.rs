@@ -139,6 +139,19 @@ async fn liveness_readiness_and_metrics() {
         sample(&page, "chat_sent_bytes_total").is_some_and(|b| b > 100.0),
         "{page}"
     );
+    // Nobody was too slow to take their frames.
+    assert_eq!(
+        sample(
+            &page,
+            r#"chat_outbound_dropped_frames_total{reason="full"}"#
+        ),
+        Some(0.0),
+        "{page}"
+    );
+    for reason in ["closed", "discarded"] {
+        let name = format!(r#"chat_outbound_dropped_frames_total{{reason="{reason}"}}"#);
+        assert!(sample(&page, &name).is_some(), "{name}: {page}");
+    }
     assert_eq!(get(admin, "GET", "/nope").await.0, 404);
     assert_eq!(get(admin, "POST", "/metrics").await.0, 405);
 }
