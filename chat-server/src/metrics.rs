@@ -10,7 +10,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::server::Ctx;
@@ -140,10 +140,41 @@ impl Drop for Tally<'_> {
     }
 }
 
+/// What a store's group-commit writer records: written by the store, read by `/metrics`.
+/// Cheap to clone (each histogram is behind an Arc).
+#[derive(Debug, Clone)]
+pub struct StoreMetrics {
+    /// Seconds per batch, from its start to the end of its COMMIT (with PostgreSQL, retries
+    /// included); a batch that failed counts too, so a stalled database shows in the top buckets.
+    pub commit_seconds: Histogram,
+    /// Writes per batch (SQLite: every write, appends and the rest; PostgreSQL: appends).
+    pub batch_size: Histogram,
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        Self {
+            // 100 us to about 13 s: a local fsync takes milliseconds, PostgreSQL's batch
+            // deadline is 15 s.
+            commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+            // 1 to 4096, the batch bound of both stores.
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+        }
+    }
+}
+
+impl StoreMetrics {
+    /// One batch of `writes` that took `took`.
+    pub fn batch(&self, writes: usize, took: std::time::Duration) {
+        self.commit_seconds.observe(took.as_secs_f64());
+        self.batch_size.observe(writes as f64);
+    }
+}
+
 fn latency_buckets() -> impl Iterator<Item = f64> {
     // 100 us to about 1.6 s: loopback publishes are well under a millisecond, a stalled Redis
     // shows up in the top buckets.
-    prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 15)
+    exponential_buckets(0.0001, 2.0, 15)
 }
 
 impl Default for BrokerCounters {
@@ -351,6 +382,19 @@ pub fn registry(ctx: &Arc<Ctx>) -> Registry {
         "1 while this node's subscription to Redis is up",
         b.connected.clone(),
     );
+    if let Some(m) = ctx.store.commit_metrics() {
+        r.register_with_unit(
+            "chat_store_commit_duration",
+            "Time per group commit, from the start of its batch to the end of its COMMIT (failed batches included)",
+            prometheus_client::registry::Unit::Seconds,
+            m.commit_seconds,
+        );
+        r.register(
+            "chat_store_batch_size",
+            "Writes per group commit (SQLite: every write; PostgreSQL: appended messages)",
+            m.batch_size,
+        );
+    }
     r.register_collector(Box::new(Live(Arc::downgrade(ctx))));
     r
 }

@@ -139,6 +139,20 @@ async fn liveness_readiness_and_metrics() {
         sample(&page, "chat_sent_bytes_total").is_some_and(|b| b > 100.0),
         "{page}"
     );
+    // The store's group commits: registering users and storing the message were batches.
+    for name in [
+        "chat_store_commit_duration_seconds_count",
+        "chat_store_batch_size_count",
+    ] {
+        assert!(
+            sample(&page, name).is_some_and(|n| n >= 1.0),
+            "{name}: {page}"
+        );
+    }
+    assert!(
+        sample(&page, "chat_store_commit_duration_seconds_sum").is_some_and(|s| s > 0.0),
+        "{page}"
+    );
     // Nobody was too slow to take their frames.
     assert_eq!(
         sample(
