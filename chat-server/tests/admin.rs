@@ -166,8 +166,47 @@ async fn liveness_readiness_and_metrics() {
         let name = format!(r#"chat_outbound_dropped_frames_total{{reason="{reason}"}}"#);
         assert!(sample(&page, &name).is_some(), "{name}: {page}");
     }
+    every_metric_is_documented(&page);
     assert_eq!(get(admin, "GET", "/nope").await.0, 404);
     assert_eq!(get(admin, "POST", "/metrics").await.0, 405);
+}
+
+/// docs/operations.md's `## Metrics` tables list exactly the families `page` has, each with
+/// its type, so the list cannot drift from the code.
+fn every_metric_is_documented(page: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operations.md");
+    let doc = std::fs::read_to_string(path).expect("docs/operations.md");
+    let section = doc
+        .split("\n## Metrics\n")
+        .nth(1)
+        .expect("a ## Metrics section");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    // (name as documented, type) of each table row.
+    let rows: Vec<(String, String)> = section
+        .lines()
+        .filter_map(|l| {
+            let mut cells = l.strip_prefix("| `")?.split(" | ");
+            let name = cells.next()?.split(['`', '{']).next()?.to_owned();
+            Some((name, cells.next()?.to_owned()))
+        })
+        .collect();
+    let families: Vec<(String, String)> = page
+        .lines()
+        .filter_map(|l| {
+            let (name, kind) = l.strip_prefix("# TYPE ")?.split_once(' ')?;
+            let name = match kind {
+                "counter" => format!("{name}_total"),
+                _ => name.to_owned(),
+            };
+            Some((name, kind.to_owned()))
+        })
+        .collect();
+    for f in &families {
+        assert!(rows.contains(f), "{f:?} is not in the docs' table");
+    }
+    for r in &rows {
+        assert!(families.contains(r), "documented {r:?} is not served");
+    }
 }
 
 #[tokio::test]
