@@ -131,6 +131,15 @@ pub fn encode<F: Serialize>(frame: &F, reference: Option<&Ref>) -> String {
     }
 }
 
+/// The `type` of a frame [`encode`] wrote, read from the front of its text instead of parsing
+/// it: `encode` writes `ref` (when there is one) and then the tag before any other field. A `ref`
+/// cannot fake it: inside a JSON string every `"` is escaped. `None` for text not made so.
+pub fn encoded_type(text: &str) -> Option<&str> {
+    const TAG: &str = r#""type":""#;
+    let rest = &text[text.find(TAG)? + TAG.len()..];
+    rest.find('"').map(|end| &rest[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +260,7 @@ mod tests {
             assert_eq!(back.frame, frame);
             let v: serde_json::Value = serde_json::from_str(&text).expect("json");
             assert!(CLIENT_FRAME_TYPES.contains(&v["type"].as_str().expect("type")));
+            assert_eq!(v["type"].as_str(), Some(frame.kind()), "{text}");
         }
     }
 
@@ -264,5 +274,33 @@ mod tests {
         );
         assert_eq!(decode_server(&text).expect("decode").frame, f);
         assert_eq!(encode(&ServerFrame::Ok, None), r#"{"type":"ok"}"#);
+    }
+
+    #[test]
+    fn the_type_of_an_encoded_frame_is_read_from_its_front() {
+        let message = ServerFrame::Message {
+            room: r#"r"type":"x"#.into(),
+            seq: 1,
+            id: "i".into(),
+            from: "a".into(),
+            body: r#"{"type":"fake"}"#.into(),
+            ts: 0,
+        };
+        for (frame, reference) in [
+            (ServerFrame::Ok, None),
+            (ServerFrame::Pong { ts: 5 }, Some(Ref::Num(3))),
+            (message.clone(), None),
+            // A ref made to look like a tag is escaped, so it is not taken for one.
+            (message, Some(Ref::Str(r#"","type":"evil"#.into()))),
+            (
+                ServerFrame::error(ErrorCode::BadJson, "x"),
+                Some(Ref::Str("type".into())),
+            ),
+        ] {
+            let text = encode(&frame, reference.as_ref());
+            let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+            assert_eq!(encoded_type(&text), v["type"].as_str(), "{text}");
+        }
+        assert_eq!(encoded_type("[]"), None);
     }
 }

@@ -99,6 +99,35 @@ pub enum ClientFrame {
     Ping,
 }
 
+impl ClientFrame {
+    /// The frame's `type` tag, as on the wire (one of [`CLIENT_FRAME_TYPES`]): for counting
+    /// frames by type without encoding them again.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "hello",
+            Self::Register { .. } => "register",
+            Self::Login { .. } => "login",
+            Self::Auth { .. } => "auth",
+            Self::Logout => "logout",
+            Self::ListRooms { .. } => "list_rooms",
+            Self::CreateRoom { .. } => "create_room",
+            Self::Join { .. } => "join",
+            Self::Leave { .. } => "leave",
+            Self::DeleteRoom { .. } => "delete_room",
+            Self::Decline { .. } => "decline",
+            Self::Members { .. } => "members",
+            Self::SetTopic { .. } => "set_topic",
+            Self::Invite { .. } => "invite",
+            Self::OpenDm { .. } => "open_dm",
+            Self::Send { .. } => "send",
+            Self::History { .. } => "history",
+            Self::Typing { .. } => "typing",
+            Self::SetStatus { .. } => "set_status",
+            Self::Ping => "ping",
+        }
+    }
+}
+
 /// Every `type` a client frame may have.
 pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "hello",

@@ -14,7 +14,7 @@ mod frames;
 pub mod limits;
 mod types;
 
-pub use codec::{DecodeError, Envelope, decode_client, decode_server, encode};
+pub use codec::{DecodeError, Envelope, decode_client, decode_server, encode, encoded_type};
 pub use error_code::ErrorCode;
 pub use frames::{CLIENT_FRAME_TYPES, ClientFrame, SERVER_FRAME_TYPES, ServerFrame};
 pub use types::{

@@ -4,6 +4,7 @@
 
 use chat_proto::{
     CLIENT_FRAME_TYPES, ErrorCode, SERVER_FRAME_TYPES, close, decode_client, decode_server, encode,
+    encoded_type,
 };
 use serde_json::Value;
 
@@ -74,12 +75,16 @@ fn every_example_decodes_and_every_frame_type_is_shown() {
             .to_owned();
         let reencoded = if direction == "client" {
             let env = decode_client(&body).unwrap_or_else(|e| panic!("line {line}: {e}"));
+            assert_eq!(env.frame.kind(), kind, "line {line}");
             client_seen.push(kind);
             encode(&env.frame, env.reference.as_ref())
         } else {
             let env = decode_server(&body).unwrap_or_else(|e| panic!("line {line}: {e}"));
+            let text = encode(&env.frame, env.reference.as_ref());
+            // What /metrics counts sent frames by.
+            assert_eq!(encoded_type(&text), Some(kind.as_str()), "line {line}");
             server_seen.push(kind);
-            encode(&env.frame, env.reference.as_ref())
+            text
         };
         let reencoded: Value = serde_json::from_str(&reencoded).expect("json");
         assert_no_ignored_fields(&original, &reencoded, line);

@@ -132,6 +132,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, ticket: Tick
                         }
                     }
                     Ok(Message::Binary(_)) => {
+                        ctx.counters.frames_received.count(None);
                         outbox.kick(close::UNSUPPORTED_DATA, "binary frames are not supported: send JSON in text frames");
                         break;
                     }
@@ -333,9 +334,11 @@ async fn write_loop(
         // A kick that cut a fragmented message short leaves it open: no other message may
         // start before it ends, but a close frame may (control frames interleave), so the
         // queue is dropped and the close goes alone.
+        let mut tally = ctx.counters.frames_sent.tally();
         while let Some(out) = orx.try_recv().filter(|_| !unfinished) {
             for frame in out.frames() {
                 feed(&mut sink, frame, &mut unfinished).await?;
+                tally.add(frame);
             }
             orx.written(&out);
         }
@@ -414,9 +417,11 @@ async fn write_batch(
     let mut items = 0;
     // Given back to the budget once per batch: one atomic update, not one per item.
     let mut written = 0;
+    let mut tally = counters.frames_sent.tally();
     while let Some(out) = next {
         for frame in out.frames() {
             feed(sink, frame, unfinished).await?;
+            tally.add(frame);
         }
         // Handed to tungstenite, which holds at most a fragment of it past its write buffer.
         written += out.bytes();

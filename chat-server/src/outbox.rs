@@ -52,6 +52,23 @@ pub struct Budget {
     limit: usize,
     /// Connections closed with 4008 so far: what an operator (and a test) watches.
     slow_consumers: AtomicU64,
+    /// Frames that never reached a client, by why (see [`Drops`]).
+    refused_full: AtomicU64,
+    refused_closed: AtomicU64,
+    discarded: AtomicU64,
+}
+
+/// Frames pushed to outboxes that will never be sent, since the server started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drops {
+    /// Not queued: the connection was behind and at its bound or the server's (it is closed
+    /// with 4008 at that push).
+    pub full: u64,
+    /// Not queued: the connection's writer had already gone.
+    pub closed: u64,
+    /// Queued, then thrown away unsent: the queue of a connection closed as a slow consumer,
+    /// or what was left when its writer ended.
+    pub discarded: u64,
 }
 
 impl Budget {
@@ -60,7 +77,19 @@ impl Budget {
             used: AtomicUsize::new(0),
             limit: limit.max(1),
             slow_consumers: AtomicU64::new(0),
+            refused_full: AtomicU64::new(0),
+            refused_closed: AtomicU64::new(0),
+            discarded: AtomicU64::new(0),
         })
+    }
+
+    /// Frames dropped across the server since it started.
+    pub fn drops(&self) -> Drops {
+        Drops {
+            full: self.refused_full.load(Ordering::Relaxed),
+            closed: self.refused_closed.load(Ordering::Relaxed),
+            discarded: self.discarded.load(Ordering::Relaxed),
+        }
     }
 
     /// Unsent bytes across the server, reservations included.
@@ -264,13 +293,16 @@ impl Outbox {
     }
 
     fn push_out(&self, out: Out, reserved: bool) -> bool {
+        let n = out.frames().len();
         if self.closed.load(Ordering::Relaxed) {
+            self.budget
+                .refused_closed
+                .fetch_add(n as u64, Ordering::Relaxed);
             return false;
         }
         let bytes = out.bytes();
         {
             let mut q = lock(&self.queue);
-            let n = out.frames().len();
             let behind = q.bytes > 0;
             let over_here = q.frames + n > self.max_frames || q.bytes + bytes > self.max_bytes;
             let over_server = self.budget.over(bytes);
@@ -281,6 +313,9 @@ impl Outbox {
                 } else {
                     "server outbound memory full"
                 };
+                self.budget
+                    .refused_full
+                    .fetch_add(n as u64, Ordering::Relaxed);
                 self.kick(chat_proto::close::SLOW_CONSUMER, reason);
                 return false;
             }
@@ -337,6 +372,11 @@ impl Outbox {
     fn clear(&self) {
         let held = std::mem::take(&mut *lock(&self.queue));
         self.budget.release(held.bytes);
+        if held.frames > 0 {
+            self.budget
+                .discarded
+                .fetch_add(held.frames as u64, Ordering::Relaxed);
+        }
     }
 
     /// Closes the connection with `code`: the writer sends the close frame and stops.
@@ -396,6 +436,14 @@ mod tests {
         // What was queued is dropped with the kick: nothing of it will be sent.
         assert!(rx.try_recv().is_none());
         assert_eq!(out.unsent_bytes(), 0);
+        assert_eq!(
+            out.budget.drops(),
+            Drops {
+                full: 1,
+                closed: 0,
+                discarded: 2
+            }
+        );
     }
 
     #[test]
@@ -469,6 +517,14 @@ mod tests {
         assert_eq!(budget.used(), 0);
         assert!(!out.push("after".into()), "nobody reads any more");
         assert_eq!(budget.used(), 0);
+        assert_eq!(
+            budget.drops(),
+            Drops {
+                full: 0,
+                closed: 1,
+                discarded: 1
+            }
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -165,12 +165,15 @@ impl Session {
 
     /// Handles one text frame.
     pub async fn on_text(&mut self, text: &str) {
+        let received = &self.ctx.counters.frames_received;
         let envelope = match decode_client(text) {
             Ok(e) => {
+                received.count(Some(e.frame.kind()));
                 self.bad_frames = 0;
                 e
             }
             Err(e) => {
+                received.count(None);
                 self.bad_frames += 1;
                 self.reference = e.reference;
                 self.reply_fail(Fail::new(e.code, e.detail));

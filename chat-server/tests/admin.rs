@@ -82,6 +82,44 @@ async fn liveness_readiness_and_metrics() {
     bob.send(serde_json::json!({"type":"send","room":"r","id":"m1","body":"hi"}))
         .await;
     bob.recv_type("ack").await;
+    // Its broadcast, queued after the ack, reaches its sender too.
+    bob.recv_type("message").await;
+    bob.send_text("not json").await;
+    bob.recv_type("error").await;
+    let (_, _, page) = get(admin, "GET", "/metrics").await;
+    for (name, at_least) in [
+        (r#"chat_frames_received_total{type="hello"}"#, 2.0),
+        (r#"chat_frames_received_total{type="send"}"#, 1.0),
+        (r#"chat_frames_received_total{type="join"}"#, 1.0),
+        (r#"chat_frames_received_total{type="invalid"}"#, 1.0),
+        (r#"chat_frames_sent_total{type="welcome"}"#, 2.0),
+        (r#"chat_frames_sent_total{type="ack"}"#, 1.0),
+        (r#"chat_frames_sent_total{type="message"}"#, 1.0),
+        (r#"chat_frames_sent_total{type="joined"}"#, 1.0),
+        (r#"chat_frames_sent_total{type="error"}"#, 1.0),
+    ] {
+        assert!(
+            sample(&page, name).is_some_and(|v| v >= at_least),
+            "{name} >= {at_least}: {page}"
+        );
+    }
+    // Known types are listed from the start, at zero until seen.
+    assert_eq!(
+        sample(&page, r#"chat_frames_received_total{type="decline"}"#),
+        Some(0.0),
+        "{page}"
+    );
+    assert_eq!(
+        sample(&page, r#"chat_frames_sent_total{type="other"}"#),
+        Some(0.0),
+        "{page}"
+    );
+    assert_eq!(
+        sample(&page, "chat_users_authenticated"),
+        Some(2.0),
+        "{page}"
+    );
+    assert_eq!(sample(&page, "chat_rooms_active"), Some(1.0), "{page}");
     drop(bob);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     let page = loop {
@@ -101,8 +139,74 @@ async fn liveness_readiness_and_metrics() {
         sample(&page, "chat_sent_bytes_total").is_some_and(|b| b > 100.0),
         "{page}"
     );
+    // The store's group commits: registering users and storing the message were batches.
+    for name in [
+        "chat_store_commit_duration_seconds_count",
+        "chat_store_batch_size_count",
+    ] {
+        assert!(
+            sample(&page, name).is_some_and(|n| n >= 1.0),
+            "{name}: {page}"
+        );
+    }
+    assert!(
+        sample(&page, "chat_store_commit_duration_seconds_sum").is_some_and(|s| s > 0.0),
+        "{page}"
+    );
+    // Nobody was too slow to take their frames.
+    assert_eq!(
+        sample(
+            &page,
+            r#"chat_outbound_dropped_frames_total{reason="full"}"#
+        ),
+        Some(0.0),
+        "{page}"
+    );
+    for reason in ["closed", "discarded"] {
+        let name = format!(r#"chat_outbound_dropped_frames_total{{reason="{reason}"}}"#);
+        assert!(sample(&page, &name).is_some(), "{name}: {page}");
+    }
+    every_metric_is_documented(&page);
     assert_eq!(get(admin, "GET", "/nope").await.0, 404);
     assert_eq!(get(admin, "POST", "/metrics").await.0, 405);
+}
+
+/// docs/operations.md's `## Metrics` tables list exactly the families `page` has, each with
+/// its type, so the list cannot drift from the code.
+fn every_metric_is_documented(page: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operations.md");
+    let doc = std::fs::read_to_string(path).expect("docs/operations.md");
+    let section = doc
+        .split("\n## Metrics\n")
+        .nth(1)
+        .expect("a ## Metrics section");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    // (name as documented, type) of each table row.
+    let rows: Vec<(String, String)> = section
+        .lines()
+        .filter_map(|l| {
+            let mut cells = l.strip_prefix("| `")?.split(" | ");
+            let name = cells.next()?.split(['`', '{']).next()?.to_owned();
+            Some((name, cells.next()?.to_owned()))
+        })
+        .collect();
+    let families: Vec<(String, String)> = page
+        .lines()
+        .filter_map(|l| {
+            let (name, kind) = l.strip_prefix("# TYPE ")?.split_once(' ')?;
+            let name = match kind {
+                "counter" => format!("{name}_total"),
+                _ => name.to_owned(),
+            };
+            Some((name, kind.to_owned()))
+        })
+        .collect();
+    for f in &families {
+        assert!(rows.contains(f), "{f:?} is not in the docs' table");
+    }
+    for r in &rows {
+        assert!(families.contains(r), "documented {r:?} is not served");
+    }
 }
 
 #[tokio::test]

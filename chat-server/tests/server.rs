@@ -161,6 +161,9 @@ async fn a_client_that_stops_reading_is_disconnected_with_4008() {
         }
     }
     assert_eq!(outbound().slow_consumers(), 1, "sleepy was never closed");
+    // The frame that found its queue full, and the queue thrown away with it.
+    let drops = outbound().drops();
+    assert!(drops.full >= 1 && drops.discarded >= 1, "{drops:?}");
     assert_eq!(
         sleepy.closed_code().await,
         Some(chat_proto::close::SLOW_CONSUMER)

@@ -664,6 +664,17 @@ impl Hub {
     pub fn connection_count(&self) -> usize {
         lock(&self.registry).conns.len()
     }
+
+    /// How many distinct users have an authenticated connection on this node.
+    pub fn user_count(&self) -> usize {
+        lock(&self.registry).users.len()
+    }
+
+    /// How many rooms a connection of this node listens to (an entry lives while it has
+    /// subscribers).
+    pub fn room_count(&self) -> usize {
+        lock(&self.rooms).len()
+    }
 }
 
 #[cfg(test)]

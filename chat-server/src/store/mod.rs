@@ -202,6 +202,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Waits until everything queued so far is committed (used at shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// The group commit's histograms for `/metrics` (handles shared with the writer), if this
+    /// store keeps them.
+    fn commit_metrics(&self) -> Option<crate::metrics::StoreMetrics> {
+        None
+    }
 }
 
 /// Appends and waits for the commit: for tests and tools, not the hot path.

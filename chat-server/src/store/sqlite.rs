@@ -220,6 +220,8 @@ struct Inner {
     /// per request (each with its own page cache, on its own thread: measured, 100 concurrent
     /// logins left hundreds of MB behind).
     read_slots: tokio::sync::Semaphore,
+    /// What the writer records of each batch, for `/metrics`.
+    metrics: crate::metrics::StoreMetrics,
 }
 
 fn kind_str(k: RoomKind) -> &'static str {
@@ -326,15 +328,18 @@ impl SqliteStore {
         // Once a checkpoint lets the WAL restart, its file is cut back to this size.
         writer.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
         let (jobs, rx) = mpsc::channel::<Job>(MAX_BATCH);
+        let metrics = crate::metrics::StoreMetrics::default();
+        let recorder = metrics.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(writer, rx))
+            .spawn(move || writer_loop(writer, rx, recorder))
             .map_err(|e| StoreError::Db(format!("starting writer thread: {e}")))?;
         let inner = Arc::new(Inner {
             path: path.to_owned(),
             jobs,
             readers: Mutex::new(Vec::new()),
             read_slots: tokio::sync::Semaphore::new(READ_POOL),
+            metrics,
         });
         let checkpointer = Connection::open(path)?;
         configure(&checkpointer)?;
@@ -448,7 +453,11 @@ fn in_savepoint<T>(
     result
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    metrics: crate::metrics::StoreMetrics,
+) {
     let mut w = Writer {
         conn,
         rooms: HashMap::new(),
@@ -501,7 +510,9 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 Err(e)
             }
         };
-        stats.record(jobs, started.elapsed());
+        let took = started.elapsed();
+        stats.record(jobs, took);
+        metrics.batch(jobs, took);
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "sqlite batch failed; its writes are rolled back");
             let _ = w.conn.execute_batch("ROLLBACK");
@@ -1172,6 +1183,10 @@ impl Store for SqliteStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         self.write(|_| Ok(())).await
+    }
+
+    fn commit_metrics(&self) -> Option<crate::metrics::StoreMetrics> {
+        Some(self.inner.metrics.clone())
     }
 }
 

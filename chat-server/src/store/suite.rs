@@ -25,6 +25,38 @@ pub async fn run_all(store: Arc<dyn Store>) {
     concurrent_appends_complete_in_seq_order(store.clone()).await;
     history_pages(&*store).await;
     pages_owners_and_deletion(&*store).await;
+    commits_are_measured(&*store).await;
+}
+
+/// After the appends above, the group commit's histograms have seen them (a store that keeps
+/// none says so with `None`, which no store here does).
+async fn commits_are_measured(s: &dyn Store) {
+    let m = s.commit_metrics().expect("commit metrics");
+    let (batches, seconds) = count_and_sum(&m.commit_seconds);
+    let (sizes, writes) = count_and_sum(&m.batch_size);
+    assert!(batches >= 1, "no batch measured");
+    assert_eq!(sizes, batches, "one observation of each per batch");
+    assert!(writes >= batches as f64, "a batch holds at least one write");
+    append_and_wait(s, msg("general", "alice", "measured", "m"))
+        .await
+        .expect("append");
+    let (after, more_seconds) = count_and_sum(&m.commit_seconds);
+    assert!(after > batches, "the new batch is counted");
+    assert!(more_seconds > seconds);
+    assert!(count_and_sum(&m.batch_size).1 > writes);
+}
+
+/// A histogram's observation count and sum, read as `/metrics` shows them.
+fn count_and_sum(h: &prometheus_client::metrics::histogram::Histogram) -> (u64, f64) {
+    let mut r = prometheus_client::registry::Registry::default();
+    r.register("h", "", h.clone());
+    let text = crate::metrics::render(&r);
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    (value("h_count") as u64, value("h_sum"))
 }
 
 /// Room and member lists in pages; owners' quotas; an invite used up by joining, ended by

@@ -72,6 +72,8 @@ pub struct PgStore {
     /// Bounded like SQLite's queue: when the writer falls behind, `append` waits here, which
     /// pushes back on the sender's connection.
     jobs: mpsc::Sender<writer::Job>,
+    /// What the writer records of each batch, for `/metrics`.
+    metrics: crate::metrics::StoreMetrics,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -126,8 +128,13 @@ impl PgStore {
             .recycle_timeout(Some(POOL_WAIT))
             .build()
             .map_err(|e| StoreError::Db(format!("building the connection pool: {e}")))?;
-        let jobs = writer::start(pool.clone());
-        Ok(Self { pool, jobs })
+        let metrics = crate::metrics::StoreMetrics::default();
+        let jobs = writer::start(pool.clone(), metrics.clone());
+        Ok(Self {
+            pool,
+            jobs,
+            metrics,
+        })
     }
 
     /// A pooled connection, or `Unavailable` once the pool's deadlines pass.

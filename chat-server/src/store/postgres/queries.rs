@@ -561,4 +561,8 @@ impl Store for PgStore {
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
+
+    fn commit_metrics(&self) -> Option<crate::metrics::StoreMetrics> {
+        Some(self.metrics.clone())
+    }
 }

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{OP_DEADLINE, db_err, pool_err, retryable};
 use crate::clock::now_ms;
+use crate::metrics::StoreMetrics;
 use crate::store::{AppendDone, Appended, NewMessage, StoreError};
 
 /// Most jobs in one transaction, and the queue's bound: SQLite's numbers, so back-pressure
@@ -28,14 +29,14 @@ pub(super) enum Job {
     Flush(oneshot::Sender<Result<(), StoreError>>),
 }
 
-pub(super) fn start(pool: Pool) -> mpsc::Sender<Job> {
+pub(super) fn start(pool: Pool, metrics: StoreMetrics) -> mpsc::Sender<Job> {
     let (tx, rx) = mpsc::channel(MAX_BATCH);
-    tokio::spawn(writer_loop(pool, rx));
+    tokio::spawn(writer_loop(pool, rx, metrics));
     tx
 }
 
 /// Ends when every sender (every clone of the store) is gone and the queue is drained.
-async fn writer_loop(pool: Pool, mut rx: mpsc::Receiver<Job>) {
+async fn writer_loop(pool: Pool, mut rx: mpsc::Receiver<Job>, metrics: StoreMetrics) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut msgs = Vec::with_capacity(batch.len());
@@ -53,7 +54,10 @@ async fn writer_loop(pool: Pool, mut rx: mpsc::Receiver<Job>) {
         let outcome = if msgs.is_empty() {
             Ok(Vec::new())
         } else {
-            store_with_retries(&pool, &msgs).await
+            let started = std::time::Instant::now();
+            let outcome = store_with_retries(&pool, &msgs).await;
+            metrics.batch(msgs.len(), started.elapsed());
+            outcome
         };
         match outcome {
             Ok(results) => {
