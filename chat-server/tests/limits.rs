@@ -108,6 +108,21 @@ async fn at_the_server_wide_bound_replies_are_refused_with_retry_after() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // The hog's socket may have taken part of that off the queue; a third page (its own bound
+    // still allows it) takes what room is left, whether or not it fits. Then wait until the
+    // queue stops moving: the hog reads nothing, so it does.
+    hog.send(json!({"type":"history","room":"big","limit":200}))
+        .await;
+    let mut last = outbound.used();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = outbound.used();
+        if now == last {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the queue never settled");
+        last = now;
+    }
     // ...so another client's request cannot get room for its reply: it is told to retry.
     other
         .send(json!({"type":"history","room":"big","limit":200,"ref":"h"}))
