@@ -51,6 +51,12 @@ impl Session {
                 outbox.push(encode(&ack, reference.as_ref()).into());
                 if !a.duplicate {
                     stored.inc();
+                }
+                // A resend is published again too: its first node may have died between the
+                // commit and the publish (or the ack got lost with the connection). Receivers
+                // drop a seq they already delivered, so nobody sees it twice; without this, a
+                // message whose publish was lost reached live members only with the next one.
+                {
                     let frame = encode(
                         &ServerFrame::Message {
                             room: a.room.clone(),
