@@ -61,6 +61,8 @@ pub enum Event {
     },
     /// Another node stopped: forget every presence entry it gave.
     NodeGone { node: Arc<str> },
+    /// `user` went away or came back on another node.
+    Away { user: Arc<str>, away: bool },
 }
 
 /// What a node's hub tells the other nodes: its own users' presence and typing, and which
@@ -78,6 +80,8 @@ pub enum Announce {
         user: Arc<str>,
         active: bool,
     },
+    /// `user` went away or came back (on this node): their other nodes follow.
+    Away { user: Arc<str>, away: bool },
     /// The first connection of `user` on this node.
     UserHere(Arc<str>),
     /// The last connection of `user` on this node went.

@@ -143,24 +143,28 @@ impl RoomPresence {
         (last, change)
     }
 
-    /// `user`'s away flag changed (it lives in their shared state, already set): the effective
-    /// change, if any.
-    pub fn away_changed(&mut self, user: &Arc<str>) -> Option<Change> {
-        // The flag is already flipped; before = what the other nodes and the flag's old value
-        // gave. Recompute both ways to find whether the room's view moved.
-        let now = self.status_of(user);
-        let mut others = Status::Offline;
-        if let Some(entries) = self.remote.get(user) {
-            for e in entries {
-                others = best(others, e.status);
+    /// `user`'s away flag changed to `away` (it lives in their shared state, already set):
+    /// the effective change, if any. Away is the user's, not a node's, so their entries from
+    /// other nodes take the new status now too (those nodes confirm it with their own news):
+    /// the room sees the change at once, not when the last node has heard of it.
+    pub fn away_changed(&mut self, user: &Arc<str>, away: bool) -> Option<Change> {
+        let (old, new) = if away {
+            (Status::Online, Status::Away)
+        } else {
+            (Status::Away, Status::Online)
+        };
+        let mut before = Status::Offline;
+        if self.local.contains_key(user) {
+            before = old;
+        }
+        if let Some(entries) = self.remote.get_mut(user) {
+            for e in entries.iter_mut() {
+                before = best(before, e.status);
+                e.status = new;
             }
         }
-        let local_before = match self.local_status(user) {
-            Status::Away => Status::Online,
-            Status::Online => Status::Away,
-            Status::Offline => return None,
-        };
-        (best(others, local_before) != now).then(|| (user.clone(), now))
+        let now = self.status_of(user);
+        (before != now).then(|| (user.clone(), now))
     }
 
     /// Another node says how `user` shows through its connections; `Offline` removes its entry.
@@ -381,7 +385,7 @@ mod tests {
     }
 
     #[test]
-    fn away_here_but_online_elsewhere_shows_online() {
+    fn away_is_the_users_on_every_node() {
         let mut p = RoomPresence::default();
         let (ann, n, t) = (
             Arc::<str>::from("ann"),
@@ -391,10 +395,23 @@ mod tests {
         let s = state();
         p.join_local(&ann, &s);
         s.away.store(true, Ordering::Relaxed);
-        assert_eq!(p.away_changed(&ann), Some((ann.clone(), Status::Away)));
+        assert_eq!(
+            p.away_changed(&ann, true),
+            Some((ann.clone(), Status::Away))
+        );
+        // Her other node still says online: away is hers, so the room shows away at once.
         p.set_remote(&n, &ann, Status::Online, t + Duration::from_secs(9));
+        assert_eq!(p.status_of("ann"), Status::Online);
+        s.away.store(true, Ordering::Relaxed);
+        assert_eq!(
+            p.away_changed(&ann, true),
+            Some((ann.clone(), Status::Away))
+        );
         s.away.store(false, Ordering::Relaxed);
-        assert_eq!(p.away_changed(&ann), None, "online elsewhere all along");
+        assert_eq!(
+            p.away_changed(&ann, false),
+            Some((ann.clone(), Status::Online))
+        );
     }
 
     #[test]

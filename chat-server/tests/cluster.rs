@@ -125,19 +125,17 @@ struct Cluster {
     nodes: Vec<Option<Node>>,
 }
 
-fn spawn_node(db: &str, broker: &str, prefix: &str, id: &str) -> Node {
+fn spawn_node(db: &str, broker: Option<&str>, prefix: &str, id: &str, extra: &[&str]) -> Node {
     use std::io::BufRead;
-    let mut child = Command::new(BIN)
+    let mut cmd = Command::new(BIN);
+    if let Some(broker) = broker {
+        cmd.args(["--broker", broker, "--broker-prefix", prefix]);
+    }
+    let mut child = cmd
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--db", db, "--broker", broker, "--broker-prefix", prefix])
-        .args([
-            "--node-id",
-            id,
-            "--presence-interval",
-            "0",
-            "--rate-per-sec",
-            "0",
-        ])
+        .args(["--db", db])
+        .args(extra)
+        .args(["--node-id", id, "--presence-interval", "0"])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -178,12 +176,28 @@ impl Cluster {
     /// `n` nodes, or `None` (SKIPPED) without the services. `broker` overrides the Redis URL
     /// (a proxy in front of it).
     async fn start(n: usize, broker: Option<String>) -> Option<Self> {
+        // No rate limit: the load tests send flat out.
+        Self::start_with(n, broker, &["--rate-per-sec", "0"]).await
+    }
+
+    /// The same with these flags on every node.
+    async fn start_with(n: usize, broker: Option<String>, extra: &[&str]) -> Option<Self> {
         let redis = redis_or_skip().await?;
         let db = pg_or_skip().await?;
         let prefix = format!("chat_t_{}_{}:", std::process::id(), rand::random::<u32>());
         let broker = broker.unwrap_or_else(redis_url);
+        // No broker at all for a single node: PostgreSQL with the in-process broker.
+        let broker = (n > 1).then_some(broker);
         let nodes = (0..n)
-            .map(|i| Some(spawn_node(db.url(), &broker, &prefix, &format!("n{i}"))))
+            .map(|i| {
+                Some(spawn_node(
+                    db.url(),
+                    broker.as_deref(),
+                    &prefix,
+                    &format!("n{i}"),
+                    extra,
+                ))
+            })
             .collect();
         Some(Self {
             db: Some(db),
@@ -787,5 +801,50 @@ async fn a_dead_nodes_users_go_offline_within_the_bound_and_a_stopped_nodes_at_o
     );
     drop(bob);
     drop(cat);
+    cluster.cleanup().await;
+}
+
+/// `chat-conformance` against `urls` (its clients spread over them): asserts `N passed, 0 failed`.
+fn conformance(urls: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_chat-conformance"))
+        .args(["--url", &urls.join(","), "--assume", "presence-interval=0"])
+        .args(["--wait", "30"])
+        .output()
+        .expect("run chat-conformance");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default().to_owned();
+    assert!(out.status.success(), "{stdout}");
+    assert!(last.contains(" passed, 0 failed"), "{stdout}");
+    let passed: usize = last
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(passed >= 16, "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_protocol_suite_passes_on_one_postgresql_node() {
+    let Some(cluster) = Cluster::start_with(1, None, &[]).await else {
+        return;
+    };
+    let url = cluster.ws(0).to_owned();
+    tokio::task::spawn_blocking(move || conformance(&[&url]))
+        .await
+        .expect("conformance");
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_protocol_suite_passes_spread_over_three_nodes() {
+    let Some(cluster) = Cluster::start_with(3, None, &[]).await else {
+        return;
+    };
+    let urls: Vec<String> = (0..3).map(|i| cluster.ws(i).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        conformance(&urls.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .expect("conformance");
     cluster.cleanup().await;
 }

@@ -120,7 +120,10 @@ async fn at_the_server_wide_bound_replies_are_refused_with_retry_after() {
         if now == last {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the queue never settled");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the queue never settled"
+        );
         last = now;
     }
     // ...so another client's request cannot get room for its reply: it is told to retry.

@@ -501,6 +501,10 @@ fn remote_event(origin: Arc<str>, what: Wire) -> Option<Event> {
             active,
         },
         Wire::Gone => Event::NodeGone { node: origin },
+        Wire::Away { user, away } => Event::Away {
+            user: user.into(),
+            away,
+        },
         Wire::Msg { .. } | Wire::Deleted { .. } | Wire::Ping { .. } => return None,
     })
 }
@@ -564,7 +568,8 @@ impl Broker for RedisBroker {
             Event::Messages { .. }
             | Event::Presence { .. }
             | Event::Typing { .. }
-            | Event::NodeGone { .. } => {}
+            | Event::NodeGone { .. }
+            | Event::Away { .. } => {}
         }
         match event {
             // Messages wait for the core task, which batches them.
@@ -675,6 +680,13 @@ impl Announcer for RedisBroker {
                         room: room.to_string(),
                         user: user.to_string(),
                         active,
+                    },
+                ),
+                Announce::Away { user, away } => i.publish_wire(
+                    i.keys.user(&user),
+                    Wire::Away {
+                        user: user.to_string(),
+                        away,
                     },
                 ),
                 Announce::UserHere(user) => {

@@ -49,6 +49,8 @@ pub enum Wire {
         user: String,
         active: bool,
     },
+    /// `user` went away or came back (on the user's channel).
+    Away { user: String, away: bool },
     /// The origin node is stopping: its presence entries are gone.
     Gone,
     /// A node's check that its own subscription works (`/readyz`, the watchdog).
@@ -101,6 +103,10 @@ mod tests {
                 room: "r".into(),
                 user: "u".into(),
                 active: true,
+            },
+            Wire::Away {
+                user: "u".into(),
+                away: true,
             },
             Wire::Gone,
             Wire::Ping { nonce: 3 },

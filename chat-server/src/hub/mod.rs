@@ -486,10 +486,33 @@ impl Hub {
         if reg.state.away.swap(away, Ordering::Relaxed) == away {
             return;
         }
+        // Away is the user's, not one connection's: the user's other nodes follow.
+        self.emit(vec![Announce::Away {
+            user: reg.user.clone(),
+            away,
+        }]);
+        self.away_changed(&reg.user, away);
+    }
+
+    /// Another node says `user` went away or came back: their connections here follow.
+    fn remote_away(&self, user: &str, away: bool) {
+        let found = lock(&self.registry)
+            .users
+            .get_key_value(user)
+            .map(|(k, e)| (k.clone(), e.state.clone()));
+        if let Some((user, state)) = found
+            && state.away.swap(away, Ordering::Relaxed) != away
+        {
+            self.away_changed(&user, away);
+        }
+    }
+
+    /// Tells every room `user` is in here that their away flag (already set) changed.
+    fn away_changed(&self, user: &Arc<str>, away: bool) {
         let rooms: Vec<Arc<str>> = {
             let registry = lock(&self.registry);
             let mut rooms = HashSet::new();
-            if let Some(u) = registry.users.get(&reg.user) {
+            if let Some(u) = registry.users.get(user) {
                 for c in &u.conns {
                     if let Some(e) = registry.conns.get(c) {
                         rooms.extend(e.rooms.iter().cloned());
@@ -501,8 +524,8 @@ impl Hub {
         for name in rooms {
             if let Some(room) = self.room(&name) {
                 let mut room = lock(&room);
-                room.announce_local(&name, &reg.user);
-                if let Some(change) = room.presence.away_changed(&reg.user) {
+                room.announce_local(&name, user);
+                if let Some(change) = room.presence.away_changed(user, away) {
                     room.presence(&name, change, None, &self.config);
                 }
                 let out = std::mem::take(&mut room.out);
@@ -543,6 +566,7 @@ impl Hub {
                 }
             }
             Event::Typing { room, user, active } => self.remote_typing(&room, user, active),
+            Event::Away { user, away } => self.remote_away(&user, away),
             Event::NodeGone { node } => {
                 let rooms: Vec<(Arc<str>, Arc<Mutex<Room>>)> = lock(&self.rooms)
                     .iter()
