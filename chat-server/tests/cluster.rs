@@ -720,6 +720,10 @@ async fn redis_going_away_is_a_gap_filled_from_the_database() {
     ann.join("r").await;
     let (mut bob, _) = Client::register(cluster.ws(1), "bob").await;
     bob.join("r").await;
+    // A second room, deleted while Redis is away: bob's node must learn it from the database.
+    ann.send(json!({"type":"create_room","room":"gone"})).await;
+    ann.recv_type("room_created").await;
+    bob.join("gone").await;
     ann.send(json!({"type":"send","room":"r","id":"before","body":"x"}))
         .await;
     until(&mut bob, "the first message", |v| v["type"] == "message").await;
@@ -733,14 +737,29 @@ async fn redis_going_away_is_a_gap_filled_from_the_database() {
             .await;
         until(&mut ann, "ack", |v| v["type"] == "ack").await;
     }
+    ann.send(json!({"type":"delete_room","room":"gone","ref":"del"}))
+        .await;
+    let v = until(&mut ann, "the deletion's answer", |v| v["ref"] == "del").await;
+    assert_eq!(v["type"], "ok", "{v}");
     proxy.restore();
     wait_ready(cluster.admin(0), 200).await;
     wait_ready(cluster.admin(1), 200).await;
     // Bob's node catches the room up from the database: seqs 2..=6, each once.
+    // And learns that "gone" went.
     let mut seqs = Vec::new();
-    while seqs.len() < 5 {
-        let v = until(&mut bob, "caught-up messages", |v| v["type"] == "message").await;
-        seqs.push(v["seq"].as_u64().expect("seq"));
+    let mut deleted = false;
+    while seqs.len() < 5 || !deleted {
+        let v = until(&mut bob, "caught-up messages and the deletion", |v| {
+            v["type"] == "message" || v["type"] == "room_deleted"
+        })
+        .await;
+        if v["type"] == "room_deleted" {
+            assert_eq!(v["room"], "gone", "{v}");
+            deleted = true;
+        } else {
+            assert_eq!(v["room"], "r", "{v}");
+            seqs.push(v["seq"].as_u64().expect("seq"));
+        }
     }
     assert_eq!(seqs, [2, 3, 4, 5, 6]);
     // And live delivery works again.

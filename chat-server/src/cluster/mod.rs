@@ -144,6 +144,9 @@ struct Inner {
     wake: Notify,
     /// Per room this node listens to: the last seq delivered and what waits for a gap.
     rooms: Mutex<HashMap<Arc<str>, RoomSeq>>,
+    /// The epoch each room had when its cursor started: a room deleted and made again while
+    /// the link was down has a new one, and its old cursor must not swallow the new seqs.
+    epochs: Mutex<HashMap<Arc<str>, String>>,
     out: Mutex<OutQueue>,
     out_wake: Notify,
     want: Mutex<Want>,
@@ -219,6 +222,7 @@ impl RedisBroker {
             dispatching: Mutex::new(()),
             wake: Notify::new(),
             rooms: Mutex::new(HashMap::new()),
+            epochs: Mutex::new(HashMap::new()),
             out: Mutex::new(OutQueue::default()),
             out_wake: Notify::new(),
             want: Mutex::new(Want::default()),
@@ -301,6 +305,7 @@ impl Inner {
                     Input::Local(event) => {
                         if let Event::RoomDeleted { room } = &event {
                             rooms.remove(room);
+                            lock(&self.epochs).remove(room);
                         }
                         events.push(event);
                     }
@@ -328,6 +333,7 @@ impl Inner {
                             Wire::Deleted { room } => {
                                 let room: Arc<str> = Arc::from(room.as_str());
                                 rooms.remove(&room);
+                                lock(&self.epochs).remove(&room);
                                 events.push(Event::RoomDeleted { room });
                             }
                             other => events.extend(remote_event(origin, other)),
@@ -423,13 +429,35 @@ impl Inner {
     /// Catches `room` up from the database to its latest committed seq (after a reconnect),
     /// or starts its cursor there if it has none.
     async fn catch_up(&self, room: &Arc<str>) {
-        let latest = match self.store.latest_seq(room).await {
-            Ok(l) => l,
-            Err(e) => {
+        let (latest, record) = match (
+            self.store.latest_seq(room).await,
+            self.store.room(room).await,
+        ) {
+            (Ok(l), Ok(r)) => (l, r),
+            (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(room = %room, error = %e, "catch-up: reading the database failed");
                 return;
             }
         };
+        let known = lock(&self.epochs).get(room).cloned();
+        let recreated = match (&record, &known) {
+            (None, _) => lock(&self.rooms).contains_key(room),
+            (Some(r), Some(e)) => r.epoch != *e,
+            (Some(_), None) => false,
+        };
+        if recreated {
+            // Deleted (and maybe made again) while the link was down: what this node's
+            // connections hold of it is gone, as on the node that deleted it.
+            tracing::info!(room = %room, "room deleted while redis was unreachable");
+            lock(&self.epochs).remove(room);
+            self.drain(Some(Input::Local(Event::RoomDeleted {
+                room: room.clone(),
+            })));
+            return;
+        }
+        if let Some(r) = &record {
+            lock(&self.epochs).insert(room.clone(), r.epoch.clone());
+        }
         let mut after = {
             let mut rooms = lock(&self.rooms);
             match rooms.get(room) {
@@ -610,6 +638,9 @@ impl Broker for RedisBroker {
         if !lock(&i.rooms).contains_key(&room) {
             // Everything up to the latest commit is in the joiner's snapshot (read after this);
             // the cursor starts there. A message committed meanwhile is above it and arrives.
+            if let Ok(Some(record)) = i.store.room(&room).await {
+                lock(&i.epochs).insert(room.clone(), record.epoch);
+            }
             match i.store.latest_seq(&room).await {
                 Ok(latest) => {
                     lock(&i.rooms)

@@ -181,6 +181,11 @@ pub(super) async fn refresh(i: &Inner) {
             rooms.remove(r);
         }
         drop(rooms);
+        let mut epochs = super::lock(&i.epochs);
+        for r in &idle {
+            epochs.remove(r);
+        }
+        drop(epochs);
         i.want_changed.notify_one();
     }
     let watched: Vec<Arc<str>> = super::lock(&i.want).rooms.keys().cloned().collect();
