@@ -21,6 +21,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const WATCHDOG_EVERY: Duration = Duration::from_secs(3);
 /// Own pings unanswered this long: the subscription is wedged; reconnect.
 const WATCHDOG_LIMIT: Duration = Duration::from_secs(10);
+/// Inputs waiting for the ordering core past which other nodes' messages are dropped (and read
+/// from the database as a gap instead): at most a few MiB of typical frames, 16,384 x 64 KiB at
+/// worst.
+const MAX_INBOX: usize = 16_384;
 /// Channels per SUBSCRIBE command (a reconnect with 19,000 users is 38 commands, not 19,000).
 const SUBSCRIBE_CHUNK: usize = 500;
 
@@ -214,6 +218,16 @@ fn on_message(i: &Inner, payload: &[u8], last_pong: &mut Instant) {
     }
     let age_ms = now_ms().saturating_sub(env.sent_ms).max(0);
     i.counters.receive_seconds.observe(age_ms as f64 / 1000.0);
-    lock(&i.inbox).push(Input::Remote(env));
+    {
+        let mut inbox = lock(&i.inbox);
+        if inbox.len() >= MAX_INBOX && matches!(env.what, Wire::Msg { .. }) {
+            // The core is this far behind: drop the message rather than grow without bound.
+            // Its seq is a gap the sequencer reads from the database.
+            drop(inbox);
+            i.counters.dropped.inc();
+            return;
+        }
+        inbox.push(Input::Remote(env));
+    }
     i.wake.notify_one();
 }
