@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use chat_server::store::postgres::testing::{TempDb, pg_or_skip, service_unreachable};
 use serde_json::{Value, json};
+use support::proxy::Proxy;
 use support::{BIN, Client, Next, url};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpStream;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 /// Long enough for a loaded CI machine; every wait below ends as soon as its state is reached.
@@ -45,72 +45,6 @@ async fn redis_or_skip() -> Option<redis::aio::MultiplexedConnection> {
     }
 }
 
-/// A TCP proxy the test can cut (every connection ended, new ones refused) and restore: what
-/// a node sees when Redis restarts or its connections are killed.
-struct Proxy {
-    addr: std::net::SocketAddr,
-    cut: Arc<Mutex<Option<CancellationToken>>>,
-}
-
-impl Proxy {
-    async fn start(target: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let cut = Arc::new(Mutex::new(Some(CancellationToken::new())));
-        let state = cut.clone();
-        tokio::spawn(async move {
-            while let Ok((mut down, _)) = listener.accept().await {
-                let Some(token) = state.lock().expect("proxy").clone() else {
-                    continue;
-                };
-                let target = target.clone();
-                tokio::spawn(async move {
-                    let Ok(mut up) = TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = token.cancelled() => {}
-                        _ = pipe(&mut down, &mut up) => {}
-                    }
-                });
-            }
-        });
-        Self { addr, cut }
-    }
-
-    fn cut(&self) {
-        if let Some(t) = self.cut.lock().expect("proxy").take() {
-            t.cancel();
-        }
-    }
-
-    fn restore(&self) {
-        *self.cut.lock().expect("proxy") = Some(CancellationToken::new());
-    }
-}
-
-async fn pipe(a: &mut TcpStream, b: &mut TcpStream) {
-    let (mut ar, mut aw) = a.split();
-    let (mut br, mut bw) = b.split();
-    let one = async {
-        let mut buf = vec![0u8; 16384];
-        while let Ok(n) = ar.read(&mut buf).await {
-            if n == 0 || bw.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-        }
-    };
-    let two = async {
-        let mut buf = vec![0u8; 16384];
-        while let Ok(n) = br.read(&mut buf).await {
-            if n == 0 || aw.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-        }
-    };
-    tokio::select! { _ = one => {}, _ = two => {} }
-}
-
 struct Node {
     child: Child,
     ws: String,
@@ -136,7 +70,10 @@ fn spawn_node(db: &str, broker: Option<&str>, prefix: &str, id: &str, extra: &[&
         .args(["--db", db])
         .args(extra)
         .args(["--node-id", id, "--presence-interval", "0"])
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("CHAT_TEST_NODE_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -302,12 +239,13 @@ async fn wait_ready(addr: &str, want: u16) -> String {
 /// Reads frames until one matches, within the long deadline.
 async fn until(c: &mut Client, what: &str, mut f: impl FnMut(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + LONG;
+    let mut skipped = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match c.next_within(left).await {
             Next::Frame(v) if f(&v) => return v,
-            Next::Frame(_) => {}
-            other => panic!("waiting for {what}: {other:?}"),
+            Next::Frame(v) => skipped.push(v),
+            other => panic!("waiting for {what}: {other:?}; skipped {skipped:?}"),
         }
     }
 }

@@ -316,7 +316,9 @@ impl Inner {
                         items,
                     } => {
                         if let Some(cursor) = rooms.get_mut(&room) {
+                            let n = items.len();
                             let run = cursor.filled(after, upto, items, now);
+                            tracing::debug!(room = %room, after, upto, read = n, delivered = run.len(), "gap filled");
                             push_run(&mut events, &room, run);
                         }
                     }
@@ -434,6 +436,8 @@ impl Inner {
             self.store.room(room).await,
         ) {
             (Ok(l), Ok(r)) => (l, r),
+            // The room is gone: no seqs to read, and the check below deletes it here.
+            (Err(crate::store::StoreError::NotFound), Ok(None)) => (0, None),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(room = %room, error = %e, "catch-up: reading the database failed");
                 return;
@@ -468,6 +472,7 @@ impl Inner {
                 }
             }
         };
+        tracing::debug!(room = %room, after, latest, "catching up from the database");
         while after < latest {
             let Some(items) = self.read_gap(room, after, latest).await else {
                 return;
