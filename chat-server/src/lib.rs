@@ -13,6 +13,7 @@ pub mod config;
 pub mod conformance;
 mod connection;
 // Public (hidden) for the fuzz target of `parse_request` in `fuzz/`.
+pub mod fdlimit;
 #[doc(hidden)]
 pub mod handshake;
 pub mod hasher;

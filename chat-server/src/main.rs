@@ -140,6 +140,20 @@ async fn add_user(store: &dyn Store, name: &str) -> anyhow::Result<()> {
 
 async fn serve(config: chat_server::config::Config, store: Arc<dyn Store>) -> anyhow::Result<()> {
     let db = shown(&config.db);
+    match chat_server::fdlimit::raise() {
+        // Sockets beyond connections: listeners, the database, Redis, admin requests.
+        Some(limit) if (config.max_connections as u64).saturating_add(100) > limit => {
+            tracing::warn!(
+                limit,
+                max_connections = config.max_connections,
+                "the file-descriptor limit is below --max-connections + 100: past it accept fails \
+                 and clients wait instead of getting a 503; raise the limit (LimitNOFILE) or lower \
+                 --max-connections"
+            );
+        }
+        Some(limit) => tracing::debug!(limit, "file-descriptor limit"),
+        None => {}
+    }
     let signals = Signals::install(config.tls.is_some())?;
     let server = chat_server::server::start(config.clone(), store)
         .await

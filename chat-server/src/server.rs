@@ -173,6 +173,8 @@ async fn accept_loop(
     stop: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let mut failed_accepts = 0u64;
+    let mut last_accept_warning: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -181,8 +183,16 @@ async fn accept_loop(
         let (mut tcp, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // Out of file descriptors, mostly: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
+                // Out of file descriptors, mostly: back off instead of spinning, and say so once
+                // per 10 s with a count rather than ten lines a second.
+                failed_accepts += 1;
+                if last_accept_warning
+                    .is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(10))
+                {
+                    tracing::warn!(error = %e, failures = failed_accepts, "accept failed");
+                    last_accept_warning = Some(Instant::now());
+                    failed_accepts = 0;
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
