@@ -2,8 +2,9 @@
 //!
 //! Per batch: the senders' ids in one query, the originals of resent client ids in one query,
 //! then per room (in name order, so writers on two nodes lock counter rows in the same order and
-//! never deadlock) one `UPDATE rooms SET last_seq = last_seq + k ... RETURNING` and one
-//! `INSERT ... SELECT FROM UNNEST(...)`, then COMMIT. Completions run after the COMMIT's outcome
+//! never deadlock) one `UPDATE rooms SET last_seq = last_seq + k ... RETURNING`, all pipelined
+//! (one round trip), then one `INSERT ... SELECT FROM UNNEST(...)` for every room's messages,
+//! then COMMIT. Completions run after the COMMIT's outcome
 //! is known, in queue order, which is seq order within each room.
 
 use std::collections::{BTreeMap, HashMap};
@@ -206,32 +207,54 @@ async fn store_batch(
             "UPDATE rooms SET last_seq = last_seq + $2 WHERE name = $1 RETURNING id, last_seq",
         )
         .await?;
+    // One statement for every room's new messages: per row its room and seq.
     let insert = tx
         .prepare_cached(
             "INSERT INTO messages (room_id, seq, user_id, client_id, body, ts)
-             SELECT $1, $2 + t.o - 1, t.u, t.c, t.b, $3
-             FROM UNNEST($4::bigint[], $5::text[], $6::text[]) WITH ORDINALITY AS t(u, c, b, o)",
+             SELECT t.r, t.s, t.u, t.c, t.b, $1
+             FROM UNNEST($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[])
+                  AS t(r, s, u, c, b)",
         )
         .await?;
+    // The counters, all sent at once: tokio-postgres pipelines requests issued together on one
+    // connection, so this is one round trip however many rooms the batch has (measured: one
+    // round trip per room made PostgreSQL's durable rate a quarter of SQLite's). They are sent
+    // and run in room-name order, the order every node locks rooms in, so two nodes cannot
+    // deadlock on them.
+    let rooms: Vec<(&str, &Vec<usize>)> = by_room.iter().map(|(r, i)| (*r, i)).collect();
+    let counts: Vec<i64> = rooms.iter().map(|(_, idx)| idx.len() as i64).collect();
+    type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+    let params: Vec<[Param<'_>; 2]> = rooms
+        .iter()
+        .zip(&counts)
+        .map(|((room, _), k)| [room as Param<'_>, k as Param<'_>])
+        .collect();
+    let bumped =
+        futures_util::future::try_join_all(params.iter().map(|p| tx.query_opt(&bump, p))).await?;
     let mut seqs: HashMap<usize, u64> = HashMap::new();
-    for (room, idx) in &by_room {
-        let k = idx.len() as i64;
-        let Some(row) = tx.query_opt(&bump, &[room, &k]).await? else {
-            for &i in idx {
+    let (mut rs, mut ss, mut us, mut cs, mut bs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (((_, idx), k), row) in rooms.iter().zip(&counts).zip(bumped) {
+        let Some(row) = row else {
+            for &i in idx.iter() {
                 plans[i] = Plan::Failed(StoreError::NotFound);
             }
             continue;
         };
         let (rid, last): (i64, i64) = (row.get(0), row.get(1));
         let first = last - k + 1;
-        let us: Vec<i64> = idx.iter().map(|&i| uids[&msgs[i].from]).collect();
-        let cs: Vec<&str> = idx.iter().map(|&i| msgs[i].client_id.as_str()).collect();
-        let bs: Vec<&str> = idx.iter().map(|&i| msgs[i].body.as_str()).collect();
-        tx.execute(&insert, &[&rid, &first, &ts, &us, &cs, &bs])
-            .await?;
         for (n, &i) in idx.iter().enumerate() {
-            seqs.insert(i, (first + n as i64) as u64);
+            let seq = first + n as i64;
+            seqs.insert(i, seq as u64);
+            rs.push(rid);
+            ss.push(seq);
+            us.push(uids[&msgs[i].from]);
+            cs.push(msgs[i].client_id.as_str());
+            bs.push(msgs[i].body.as_str());
         }
+    }
+    if !rs.is_empty() {
+        tx.execute(&insert, &[&ts, &rs, &ss, &us, &cs, &bs]).await?;
     }
     tx.commit().await?;
 
