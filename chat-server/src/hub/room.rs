@@ -148,11 +148,18 @@ impl Room {
         else {
             return;
         };
+        // Runs are ascending, except when a resend acked as a duplicate is offered again (its
+        // seq is older than what was published since): then each connection takes, in order,
+        // only the seqs above what it has, never an older one after a newer.
+        let ascending = items.windows(2).all(|w| w[0].0 < w[1].0);
+        let top = items.iter().map(|i| i.0).max().unwrap_or(last);
         for sub in self.subs.values_mut() {
-            if last <= sub.floor {
+            if top <= sub.floor {
                 continue;
             }
             if let Some(held) = &mut sub.held {
+                // go_live releases held frames in order above the snapshot, so any order is
+                // safe here.
                 for (seq, frame) in items.iter().filter(|(s, _)| *s > sub.floor) {
                     if !hold(
                         held,
@@ -167,17 +174,25 @@ impl Room {
                 }
                 continue;
             }
-            if first > sub.floor {
+            if ascending && first > sub.floor {
                 sub.outbox.push_many(all.clone());
-            } else {
-                let rest: Arc<[Utf8Bytes]> = items
-                    .iter()
-                    .filter(|(s, _)| *s > sub.floor)
-                    .map(|(_, f)| f.clone())
-                    .collect();
-                sub.outbox.push_many(rest);
+                sub.floor = last;
+                continue;
             }
-            sub.floor = last;
+            let mut floor = sub.floor;
+            let rest: Arc<[Utf8Bytes]> = items
+                .iter()
+                .filter(|(s, _)| {
+                    let above = *s > floor;
+                    if above {
+                        floor = *s;
+                    }
+                    above
+                })
+                .map(|(_, f)| f.clone())
+                .collect();
+            sub.outbox.push_many(rest);
+            sub.floor = floor;
         }
     }
 

@@ -114,6 +114,40 @@ fn a_run_of_messages_is_one_item_trimmed_by_each_floor() {
     assert!(drain(&mut arx).is_empty() && drain(&mut brx).is_empty());
 }
 
+/// A run whose last seq is older than the ones before it: a resend acked as a duplicate is
+/// offered to the room again after newer messages were published.
+#[test]
+fn a_run_with_an_older_seq_after_newer_ones_delivers_each_once_in_order() {
+    let h = hub();
+    let (a, mut arx) = conn(&h, "alice");
+    h.subscribe("r", &a);
+    h.go_live("r", a.id, 9);
+    let (b, mut brx) = conn(&h, "bob");
+    h.subscribe("r", &b);
+    h.go_live("r", b.id, 3);
+    drain(&mut arx);
+    drain(&mut brx);
+    let items = [10u64, 11, 5]
+        .iter()
+        .map(|s| (*s, format!(r#"{{"type":"message","seq":{s}}}"#).into()))
+        .collect();
+    h.dispatch(Event::Messages {
+        room: "r".into(),
+        items,
+    });
+    let seqs = |rx: &mut OutboxReceiver| -> Vec<u64> {
+        drain(rx).iter().filter_map(|v| v["seq"].as_u64()).collect()
+    };
+    // alice had up to 9: 10 and 11, not 5 again, and nothing of the run skipped.
+    assert_eq!(seqs(&mut arx), vec![10, 11]);
+    // bob had up to 3: 10 and 11 in order; 5 after 11 would be a step back, so it is not sent.
+    assert_eq!(seqs(&mut brx), vec![10, 11]);
+    // And the next message goes to both once.
+    h.dispatch(run(12..=12));
+    assert_eq!(seqs(&mut arx), vec![12]);
+    assert_eq!(seqs(&mut brx), vec![12]);
+}
+
 #[test]
 fn presence_changes_once_per_user_not_per_connection() {
     let h = hub();
