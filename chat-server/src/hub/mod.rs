@@ -245,16 +245,22 @@ impl Hub {
             self.emit(vec![Announce::UserGone(entry.user.clone())]);
         }
         for room in &entry.rooms {
-            if let Some(r) = self.room(room) {
-                let out = {
-                    let mut r = lock(&r);
-                    r.remove_sub(room, id, true, &self.config);
-                    std::mem::take(&mut r.out)
-                };
-                self.emit(out);
-            }
-            self.gc_room(room);
+            self.leave_room(room, id);
         }
+    }
+
+    /// Takes one connection out of one room (announcing presence), tells the other nodes, and
+    /// drops the room's entry if it was the last.
+    fn leave_room(&self, room_name: &str, id: ConnId) {
+        if let Some(room) = self.room(room_name) {
+            let out = {
+                let mut r = lock(&room);
+                r.remove_sub(room_name, id, true, &self.config);
+                std::mem::take(&mut r.out)
+            };
+            self.emit(out);
+        }
+        self.gc_room(room_name);
     }
 
     /// Subscribes a connection to a room in the joining state and returns the statuses of the
@@ -336,15 +342,7 @@ impl Hub {
         if let Some(e) = lock(&self.registry).conns.get_mut(&id) {
             e.rooms.remove(room_name);
         }
-        if let Some(room) = self.room(room_name) {
-            let out = {
-                let mut r = lock(&room);
-                r.remove_sub(room_name, id, true, &self.config);
-                std::mem::take(&mut r.out)
-            };
-            self.emit(out);
-        }
-        self.gc_room(room_name);
+        self.leave_room(room_name, id);
     }
 
     /// Whether the connection is subscribed to the room.
