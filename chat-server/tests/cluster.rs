@@ -407,6 +407,21 @@ async fn try_send(c: &mut Client, v: Value) -> bool {
         .is_ok()
 }
 
+/// Connects to the node `at` points at with a bearer token and says hello; on failure moves
+/// `at` on to the next node (after a short pause when the node is not there) and gives `None`.
+async fn hello_next(urls: &[String], at: &mut usize, token: &str) -> Option<Client> {
+    let Some(mut c) = try_connect(&urls[*at % urls.len()], token).await else {
+        *at += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        return None;
+    };
+    if !try_send(&mut c, json!({"type":"hello","versions":[1]})).await {
+        *at += 1;
+        return None;
+    }
+    Some(c)
+}
+
 /// One sender's work: ids `{name}-{i}`, sent on the first node that answers, moved on to the
 /// next when its node dies, resending what was not acked with the same ids.
 async fn sender(
@@ -424,15 +439,9 @@ async fn sender(
             tokio::time::Instant::now() < deadline,
             "{name} never finished"
         );
-        let Some(mut c) = try_connect(&urls[at % urls.len()], &token).await else {
-            at += 1;
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some(mut c) = hello_next(&urls, &mut at, &token).await else {
             continue;
         };
-        if !try_send(&mut c, json!({"type":"hello","versions":[1]})).await {
-            at += 1;
-            continue;
-        }
         let mut ok = false;
         let mut mine = 0usize;
         if let Next::Frame(w) = c.next_within(Duration::from_secs(10)).await {
@@ -514,15 +523,9 @@ async fn reader(
             tokio::time::Instant::now() < deadline,
             "reader never caught up"
         );
-        let Some(mut c) = try_connect(&urls[at % urls.len()], &token).await else {
-            at += 1;
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some(mut c) = hello_next(&urls, &mut at, &token).await else {
             continue;
         };
-        if !try_send(&mut c, json!({"type":"hello","versions":[1]})).await {
-            at += 1;
-            continue;
-        }
         let mut join = json!({"type":"join","room":"load"});
         if let Some(e) = &epoch {
             join["since_seq"] = json!(seen.max());

@@ -376,14 +376,7 @@ impl Hub {
             }
             return;
         }
-        room.typing
-            .start(key.clone(), Instant::now() + self.config.typing_timeout);
-        let f = frame(&ServerFrame::Typing {
-            room: room_name.to_owned(),
-            user: user.to_owned(),
-            active: true,
-        });
-        room.deliver(None, &f, Some(user), None, &self.config);
+        room.start_typing(room_name, &key, &self.config);
         drop(room);
         self.emit(vec![Announce::Typing {
             room: Arc::from(room_name),
@@ -403,14 +396,7 @@ impl Hub {
             room.stop_typing(room_name, &user, &self.config);
             return;
         }
-        room.typing
-            .start(user.clone(), Instant::now() + self.config.typing_timeout);
-        let f = frame(&ServerFrame::Typing {
-            room: room_name.to_owned(),
-            user: user.to_string(),
-            active: true,
-        });
-        room.deliver(None, &f, Some(&user), None, &self.config);
+        room.start_typing(room_name, &user, &self.config);
     }
 
     /// Timer work, for every room: clears typing indicators that were not refreshed in time and

@@ -227,6 +227,19 @@ impl Room {
         }
     }
 
+    /// Starts or refreshes `user`'s indicator (this node's user or another node's) and tells
+    /// the room's other users.
+    pub(super) fn start_typing(&mut self, room: &str, user: &Arc<str>, cfg: &HubConfig) {
+        self.typing
+            .start(user.clone(), Instant::now() + cfg.typing_timeout);
+        let f = frame(&ServerFrame::Typing {
+            room: room.to_owned(),
+            user: user.to_string(),
+            active: true,
+        });
+        self.deliver(None, &f, Some(user), None, cfg);
+    }
+
     pub(super) fn stop_typing(&mut self, room: &str, user: &str, cfg: &HubConfig) {
         if self.typing.stop(user) {
             let f = frame(&ServerFrame::Typing {
