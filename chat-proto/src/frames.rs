@@ -128,6 +128,35 @@ impl ClientFrame {
     }
 }
 
+impl ClientFrame {
+    /// The first protocol version that has this frame. A connection that negotiated an older
+    /// version gets `unknown_type` for it, as that version's server would answer.
+    pub fn since_version(&self) -> u32 {
+        match self {
+            Self::Hello { .. }
+            | Self::Register { .. }
+            | Self::Login { .. }
+            | Self::Auth { .. }
+            | Self::Logout
+            | Self::ListRooms { .. }
+            | Self::CreateRoom { .. }
+            | Self::Join { .. }
+            | Self::Leave { .. }
+            | Self::DeleteRoom { .. }
+            | Self::Decline { .. }
+            | Self::Members { .. }
+            | Self::SetTopic { .. }
+            | Self::Invite { .. }
+            | Self::OpenDm { .. }
+            | Self::Send { .. }
+            | Self::History { .. }
+            | Self::Typing { .. }
+            | Self::SetStatus { .. }
+            | Self::Ping => 1,
+        }
+    }
+}
+
 /// Every `type` a client frame may have.
 pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "hello",

@@ -22,12 +22,12 @@ pub use types::{
     Visibility,
 };
 
-/// The protocol version this crate speaks. A client lists the versions it speaks in `hello`; the
-/// server answers in `welcome` with the highest one both sides know.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The newest protocol version this crate speaks. A client lists the versions it speaks in
+/// `hello`; the server answers in `welcome` with the highest one both sides know.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Every version this build can speak, oldest first.
-pub const SUPPORTED_VERSIONS: &[u32] = &[1];
+pub const SUPPORTED_VERSIONS: &[u32] = &[1, 2];
 
 /// Picks the version to speak: the highest one both sides list, if any.
 pub fn negotiate_version(offered: &[u32]) -> Option<u32> {
@@ -46,7 +46,9 @@ mod tests {
     fn negotiation_picks_highest_common_version() {
         assert_eq!(negotiate_version(&[1]), Some(1));
         assert_eq!(negotiate_version(&[7, 1, 3]), Some(1));
-        assert_eq!(negotiate_version(&[2, 3]), None);
+        assert_eq!(negotiate_version(&[1, 2]), Some(2));
+        assert_eq!(negotiate_version(&[2, 3]), Some(2));
+        assert_eq!(negotiate_version(&[3, 4]), None);
         assert_eq!(negotiate_version(&[]), None);
     }
 }

@@ -81,6 +81,9 @@ pub struct Session {
     pub outbox: Arc<Outbox>,
     /// Set by a valid `hello`; until then only `hello` is accepted.
     pub hello: bool,
+    /// The protocol version `welcome` chose (0 before it): frames of later versions are
+    /// unknown to this connection, and what it receives is what its version defines.
+    pub version: u32,
     pub authed: Option<Authed>,
     /// Malformed frames in a row; too many closes the connection (a broken or hostile client).
     bad_frames: u32,
@@ -106,6 +109,7 @@ impl Session {
             ctx,
             outbox,
             hello: false,
+            version: 0,
             authed: None,
             bad_frames: 0,
             retry_at: None,
@@ -197,6 +201,23 @@ impl Session {
                     self.outbox
                         .kick(close::PROTOCOL_ERROR, "the first frame must be hello");
                 }
+            }
+            return;
+        }
+        if frame.since_version() > self.version {
+            self.bad_frames += 1;
+            self.reply_fail(Fail::new(
+                ErrorCode::UnknownType,
+                format!(
+                    "`{}` is a protocol {} frame; this connection speaks protocol {}",
+                    frame.kind(),
+                    frame.since_version(),
+                    self.version
+                ),
+            ));
+            if self.bad_frames >= MAX_CONSECUTIVE_BAD_FRAMES {
+                self.outbox
+                    .kick(close::PROTOCOL_ERROR, "too many malformed frames");
             }
             return;
         }

@@ -166,7 +166,8 @@ async fn session(
     };
     let hello = encode(
         &ClientFrame::Hello {
-            versions: chat_proto::SUPPORTED_VERSIONS.to_vec(),
+            // Version 1 until the client renders edits, reactions and read state (issue 12).
+            versions: vec![1],
             token: None,
         },
         None,
@@ -283,7 +284,8 @@ pub async fn login(
     };
     let hello = encode(
         &ClientFrame::Hello {
-            versions: chat_proto::SUPPORTED_VERSIONS.to_vec(),
+            // Version 1 until the client renders edits, reactions and read state (issue 12).
+            versions: vec![1],
             token: None,
         },
         None,

@@ -61,7 +61,8 @@ async fn connect(server: &Server, token: &str) -> anyhow::Result<Ws> {
     send(
         &mut ws,
         &ClientFrame::Hello {
-            versions: chat_proto::SUPPORTED_VERSIONS.to_vec(),
+            // Version 1 until the client renders edits, reactions and read state (issue 12).
+            versions: vec![1],
             token: None,
         },
         None,

@@ -50,6 +50,7 @@ impl Session {
             }
         }
         self.hello = true;
+        self.version = version;
         let c = &self.ctx.config;
         self.reply(&ServerFrame::Welcome {
             protocol: version,
