@@ -238,11 +238,35 @@ mod tests {
                 room: "r".into(),
                 id: "i".into(),
                 body: "b".into(),
+                reply_to: None,
             },
             ClientFrame::History {
                 room: "r".into(),
                 before_seq: None,
                 limit: Some(5),
+            },
+            ClientFrame::Edit {
+                room: "r".into(),
+                seq: 3,
+                body: "b".into(),
+            },
+            ClientFrame::Delete {
+                room: "r".into(),
+                seq: 3,
+            },
+            ClientFrame::React {
+                room: "r".into(),
+                seq: 3,
+                emoji: "👍".into(),
+            },
+            ClientFrame::Unreact {
+                room: "r".into(),
+                seq: 3,
+                emoji: "👍".into(),
+            },
+            ClientFrame::MarkRead {
+                room: "r".into(),
+                seq: 3,
             },
             ClientFrame::Typing {
                 room: "r".into(),
@@ -285,6 +309,7 @@ mod tests {
             from: "a".into(),
             body: r#"{"type":"fake"}"#.into(),
             ts: 0,
+            reply_to: None,
         };
         for (frame, reference) in [
             (ServerFrame::Ok, None),

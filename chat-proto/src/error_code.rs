@@ -52,6 +52,10 @@ pub enum ErrorCode {
     NotMember,
     /// The user may not do this here (e.g. invite into a direct-message room).
     Forbidden,
+    /// No message with that seq in the room (or it is deleted, for an edit or a reaction).
+    NoSuchMessage,
+    /// A reaction that is not one of the allowed emoji.
+    InvalidEmoji,
     /// Too many frames: wait `retry_after_ms` before sending again. Continuing to send closes
     /// the connection with 4009.
     RateLimited,
@@ -92,6 +96,8 @@ impl ErrorCode {
             Self::NotInvited => "not_invited",
             Self::NotMember => "not_member",
             Self::Forbidden => "forbidden",
+            Self::NoSuchMessage => "no_such_message",
+            Self::InvalidEmoji => "invalid_emoji",
             Self::RateLimited => "rate_limited",
             Self::TooManyConnections => "too_many_connections",
             Self::LimitReached => "limit_reached",
@@ -124,6 +130,8 @@ impl ErrorCode {
         Self::NotInvited,
         Self::NotMember,
         Self::Forbidden,
+        Self::NoSuchMessage,
+        Self::InvalidEmoji,
         Self::RateLimited,
         Self::TooManyConnections,
         Self::LimitReached,

@@ -4,8 +4,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ErrorCode;
+use crate::events::RoomEvent;
 use crate::types::{
-    CatchUp, HistoryMessage, Limits, Member, PresenceChange, RoomInfo, Status, Visibility,
+    CatchUp, HistoryMessage, Limits, Member, PresenceChange, ReadState, RoomInfo, Status,
+    Visibility,
 };
 
 /// A frame the client sends.
@@ -81,7 +83,35 @@ pub enum ClientFrame {
         room: String,
         id: String,
         body: String,
+        /// The seq of the message of the same room this one answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<u64>,
     },
+    /// Replace the body of one's own message `seq` (protocol 2). Answered by `applied`.
+    Edit {
+        room: String,
+        seq: u64,
+        body: String,
+    },
+    /// Delete message `seq`: one's own, or anyone's as a moderator (protocol 2). Its body is
+    /// removed from storage. Answered by `applied`.
+    Delete { room: String, seq: u64 },
+    /// React to message `seq` with one of the allowed emoji, replacing one's earlier reaction to
+    /// it (protocol 2). Answered by `applied`.
+    React {
+        room: String,
+        seq: u64,
+        emoji: String,
+    },
+    /// Take back one's reaction `emoji` to message `seq` (protocol 2). Answered by `applied`.
+    Unreact {
+        room: String,
+        seq: u64,
+        emoji: String,
+    },
+    /// Move the user's read position in the room up to `seq` (never back). Answered by `read`,
+    /// which every connection of the user receives (protocol 2).
+    MarkRead { room: String, seq: u64 },
     /// Page backwards through a room's history: messages with seq below `before_seq` (or the
     /// latest, without it), at most `limit` (default and cap 200).
     History {
@@ -120,6 +150,11 @@ impl ClientFrame {
             Self::Invite { .. } => "invite",
             Self::OpenDm { .. } => "open_dm",
             Self::Send { .. } => "send",
+            Self::Edit { .. } => "edit",
+            Self::Delete { .. } => "delete",
+            Self::React { .. } => "react",
+            Self::Unreact { .. } => "unreact",
+            Self::MarkRead { .. } => "mark_read",
             Self::History { .. } => "history",
             Self::Typing { .. } => "typing",
             Self::SetStatus { .. } => "set_status",
@@ -153,6 +188,11 @@ impl ClientFrame {
             | Self::Typing { .. }
             | Self::SetStatus { .. }
             | Self::Ping => 1,
+            Self::Edit { .. }
+            | Self::Delete { .. }
+            | Self::React { .. }
+            | Self::Unreact { .. }
+            | Self::MarkRead { .. } => 2,
         }
     }
 }
@@ -179,6 +219,11 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "decline",
     "members",
     "ping",
+    "edit",
+    "delete",
+    "react",
+    "unreact",
+    "mark_read",
 ];
 
 /// A frame the server sends.
@@ -233,12 +278,23 @@ pub enum ServerFrame {
         messages: Vec<HistoryMessage>,
         /// `false` when `replay` pages follow with the rest of the missed messages.
         complete: bool,
+        /// Protocol 2, `catch_up: replay`: every event after `since_seq` (messages, edits,
+        /// deletes, reactions, topic and membership changes), in seq order; `messages` is then
+        /// empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        events: Vec<RoomEvent>,
+        /// The user's read state in the room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        read: Option<ReadState>,
     },
     /// A further page of a `join` replay, in seq order; the last one has `complete: true`.
     Replay {
         room: String,
         messages: Vec<HistoryMessage>,
         complete: bool,
+        /// Protocol 2: the page's events (then `messages` is empty).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        events: Vec<RoomEvent>,
     },
     /// Answer to `leave`.
     Left { room: String },
@@ -248,6 +304,10 @@ pub enum ServerFrame {
         messages: Vec<HistoryMessage>,
         /// Whether older messages remain.
         has_more: bool,
+        /// Protocol 2: the messages the page's messages reply to that are older than the page,
+        /// ascending, so a client can quote them without another request.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        context: Vec<HistoryMessage>,
     },
     /// Answer to `send`: the message is durably stored with this seq. `duplicate` is true when
     /// the id had been sent before and this is the original ack again.
@@ -266,6 +326,30 @@ pub enum ServerFrame {
         from: String,
         body: String,
         ts: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<u64>,
+    },
+    /// Protocol 2: any other change to a room this connection joined (edit, delete, reaction,
+    /// topic, membership), with its seq in the room's log.
+    Event {
+        room: String,
+        #[serde(flatten)]
+        event: RoomEvent,
+    },
+    /// Protocol 2: answer to `edit`, `delete`, `react`, `unreact` (and the moderation frames):
+    /// the change is stored as the room's event `seq`; absent when there was nothing to change
+    /// (a reaction the user already had, a message already deleted).
+    Applied {
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    /// Protocol 2: the user's read position in `room` moved (answer to `mark_read`, and sent to
+    /// every other connection of the user).
+    Read {
+        room: String,
+        #[serde(flatten)]
+        read: ReadState,
     },
     /// Presence changes in a room, as a diff: one entry per user whose status changed.
     Presence {
@@ -334,6 +418,9 @@ pub const SERVER_FRAME_TYPES: &[&str] = &[
     "member_list",
     "pong",
     "error",
+    "event",
+    "applied",
+    "read",
 ];
 
 fn yes() -> bool {

@@ -10,16 +10,18 @@
 pub mod close;
 mod codec;
 mod error_code;
+pub mod events;
 mod frames;
 pub mod limits;
 mod types;
 
 pub use codec::{DecodeError, Envelope, decode_client, decode_server, encode, encoded_type};
 pub use error_code::ErrorCode;
+pub use events::{EventKind, Fold, Reaction, Role, RoomEvent};
 pub use frames::{CLIENT_FRAME_TYPES, ClientFrame, SERVER_FRAME_TYPES, ServerFrame};
 pub use types::{
-    CatchUp, HistoryMessage, Limits, Member, PresenceChange, Ref, RoomInfo, RoomKind, Status,
-    Visibility,
+    CatchUp, HistoryMessage, Limits, Member, PresenceChange, ReadState, Ref, RoomInfo, RoomKind,
+    Status, Visibility,
 };
 
 /// The newest protocol version this crate speaks. A client lists the versions it speaks in

@@ -25,6 +25,14 @@ pub const ROOM_PAGE_MAX: u32 = 200;
 pub const MEMBER_PAGE_MAX: u32 = 500;
 /// After this many malformed frames in a row the server closes with 4000 (protocol error).
 pub const MAX_CONSECUTIVE_BAD_FRAMES: u32 = 10;
+/// Unread and mention counts stop here: a count of this much means "at least this many".
+pub const UNREAD_COUNT_MAX: u64 = 1000;
+/// Most distinct users one message can mention (later `@name`s are plain text).
+pub const MAX_MENTIONS: usize = 20;
+/// The emoji a reaction may be: a short fixed set, so a reaction is never a payload.
+pub const REACTIONS: &[&str] = &[
+    "👍", "👎", "❤️", "😂", "😮", "😢", "🎉", "🙏", "👀", "🔥", "✅", "❌", "🚀", "💯", "🤔", "👋",
+];
 /// Prefix of direct-message room names (`dm:alice:bob`); user-created names cannot contain `:`.
 pub const DM_PREFIX: &str = "dm:";
 
@@ -58,6 +66,40 @@ fn check_name(name: &str, len: std::ops::RangeInclusive<usize>, punct: &str) -> 
     } else {
         Err(())
     }
+}
+
+/// Reactions: one of [`REACTIONS`].
+pub fn check_emoji(emoji: &str) -> Result<(), Refusal> {
+    if REACTIONS.contains(&emoji) {
+        Ok(())
+    } else {
+        Err("reactions are one of the emoji listed in limits (see docs/protocol.md)")
+    }
+}
+
+/// The users a body mentions: `@name` where `name` follows the username rules, at the start or
+/// after a character that cannot be part of a name, distinct, in order, at most [`MAX_MENTIONS`].
+/// A name ends at the first character that cannot be in a username, so `@bob:` and `@bob,`
+/// mention `bob`; `mail@bob` (a name character before `@`) does not.
+pub fn mentions(body: &str) -> Vec<&str> {
+    let is_name = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
+    let mut out: Vec<&str> = Vec::new();
+    let mut prev: Option<char> = None;
+    for (i, c) in body.char_indices() {
+        if c == '@' && !prev.is_some_and(|p| is_name(p) || p == '@') {
+            let rest = &body[i + 1..];
+            let end = rest.find(|c: char| !is_name(c)).unwrap_or(rest.len());
+            let name = &rest[..end];
+            if check_username(name).is_ok() && !out.contains(&name) {
+                out.push(name);
+                if out.len() == MAX_MENTIONS {
+                    break;
+                }
+            }
+        }
+        prev = Some(c);
+    }
+    out
 }
 
 /// Passwords: 8–1024 bytes, anything else goes.
@@ -181,5 +223,26 @@ mod tests {
     fn dm_names_are_symmetric() {
         assert_eq!(dm_room_name("bob", "alice"), "dm:alice:bob");
         assert_eq!(dm_room_name("alice", "bob"), "dm:alice:bob");
+    }
+
+    #[test]
+    fn mentions_are_names_after_an_at_sign_not_inside_words() {
+        assert_eq!(
+            mentions("hi @bob, and @carol: see @bob"),
+            vec!["bob", "carol"]
+        );
+        assert_eq!(mentions("@alice"), vec!["alice"]);
+        assert_eq!(mentions("mail@bob.org @@x (@dave)"), vec!["dave"]);
+        assert_eq!(mentions("@Bob @ @-x @_y"), Vec::<&str>::new());
+        let many: String = (0..30).map(|i| format!("@u{i} ")).collect();
+        assert_eq!(mentions(&many).len(), MAX_MENTIONS);
+    }
+
+    #[test]
+    fn reactions_are_a_fixed_set() {
+        assert!(check_emoji("👍").is_ok());
+        assert!(check_emoji("❤️").is_ok());
+        assert!(check_emoji("x").is_err());
+        assert!(check_emoji("👍👍").is_err());
     }
 }

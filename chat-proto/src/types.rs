@@ -55,6 +55,9 @@ pub struct RoomInfo {
     pub members: u64,
     /// Whether the requesting user is a member.
     pub joined: bool,
+    /// The user's read state in the room, when they are a member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<ReadState>,
 }
 
 /// A member of a room and their presence.
@@ -67,8 +70,9 @@ pub struct Member {
 /// One change in a `presence` diff.
 pub type PresenceChange = Member;
 
-/// A stored message as carried in `joined`, `replay` and `history` (the room is the frame's).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A stored message as carried in `joined`, `replay` and `history` (the room is the frame's),
+/// folded: its current body, and (protocol 2) what was done to it since it was sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryMessage {
     /// The room's sequence number: strictly increasing, gap-free, assigned by the server.
     pub seq: u64,
@@ -79,6 +83,35 @@ pub struct HistoryMessage {
     pub body: String,
     /// When the server stored it, in milliseconds since the Unix epoch (server clock).
     pub ts: i64,
+    /// The message this one answers (same room).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// When its author last edited it (ms since the Unix epoch); absent if never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited: Option<i64>,
+    /// A tombstone: the message was deleted and its body is gone (protocol 2 only; version 1
+    /// never sees deleted messages).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+    /// Reaction counts, most first (protocol 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<crate::events::Reaction>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Where the user is in a room they are a member of: synced across their devices by `mark_read`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadState {
+    /// The highest seq the user marked read (0: none).
+    pub read_seq: u64,
+    /// Messages after `read_seq` by others, not deleted; counting stops at
+    /// [`crate::limits::UNREAD_COUNT_MAX`], which then means "at least that many".
+    pub unread: u64,
+    /// Of those, how many mention the user (`@name`); capped the same way.
+    pub mentions: u64,
 }
 
 /// How `joined` fills the client in.

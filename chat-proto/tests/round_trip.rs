@@ -58,6 +58,10 @@ fn messages() -> impl Strategy<Value = Vec<HistoryMessage>> {
             from,
             body,
             ts,
+            reply_to: None,
+            edited: None,
+            deleted: false,
+            reactions: Vec::new(),
         },
     );
     proptest::collection::vec(one, 0..4)
@@ -80,6 +84,7 @@ fn room_info() -> impl Strategy<Value = RoomInfo> {
                 topic,
                 members,
                 joined,
+                read: None,
             },
         )
 }
@@ -137,7 +142,12 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         (text(), text()).prop_map(|(room, topic)| C::SetTopic { room, topic }),
         (text(), text()).prop_map(|(room, user)| C::Invite { room, user }),
         text().prop_map(|user| C::OpenDm { user }),
-        (text(), text(), text()).prop_map(|(room, id, body)| C::Send { room, id, body }),
+        (text(), text(), text()).prop_map(|(room, id, body)| C::Send {
+            room,
+            id,
+            body,
+            reply_to: None,
+        }),
         (text(), any::<Option<u64>>(), any::<Option<u32>>()).prop_map(
             |(room, before_seq, limit)| C::History {
                 room,
@@ -217,6 +227,8 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
                     catch_up,
                     messages,
                     complete,
+                    events: Vec::new(),
+                    read: None,
                 }
             },
         );
@@ -225,12 +237,14 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
         (text(), messages(), any::<bool>()).prop_map(|(room, messages, complete)| S::Replay {
             room,
             messages,
-            complete
+            complete,
+            events: Vec::new(),
         }),
         (text(), messages(), any::<bool>()).prop_map(|(room, messages, has_more)| S::History {
             room,
             messages,
-            has_more
+            has_more,
+            context: Vec::new(),
         }),
         (text(), text(), any::<u64>(), any::<i64>(), any::<bool>()).prop_map(
             |(id, room, seq, ts, duplicate)| S::Ack {
@@ -248,7 +262,8 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
                 id,
                 from,
                 body,
-                ts
+                ts,
+                reply_to: None,
             }
         ),
         (text(), members()).prop_map(|(room, changes)| S::Presence { room, changes }),

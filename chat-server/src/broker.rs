@@ -31,8 +31,13 @@ pub enum Event {
         room: Arc<str>,
         items: Vec<(u64, Utf8Bytes)>,
     },
-    /// A frame for every connection of `user`.
-    User { user: Arc<str>, frame: Utf8Bytes },
+    /// A frame for every connection of `user` (but `except`, on this node: the one that asked,
+    /// which has its answer already).
+    User {
+        user: Arc<str>,
+        frame: Utf8Bytes,
+        except: Option<ConnId>,
+    },
     /// `user` stopped being a member of `room`: unsubscribe all their connections (telling each
     /// but `except` with `left`), then tell the room with `member_left`.
     Left {
@@ -168,6 +173,11 @@ impl LocalBroker {
     }
 }
 
+/// Whether a frame of a room's log is a `message` (the bulk of the traffic) rather than an event.
+pub fn is_message(frame: &str) -> bool {
+    chat_proto::encoded_type(frame) == Some("message")
+}
+
 /// Delivers `events` in order, merging consecutive messages of a room into one run.
 fn dispatch_all(hub: &Hub, events: Vec<Event>) {
     let mut runs: HashMap<Arc<str>, Vec<(u64, Utf8Bytes)>> = HashMap::new();
@@ -208,8 +218,14 @@ fn dispatch_all(hub: &Hub, events: Vec<Event>) {
 impl Broker for LocalBroker {
     fn publish(&self, event: Event) {
         match event {
-            // Messages wait for the dispatcher, which batches them.
-            Event::Room { seq: Some(_), .. } => {
+            // Messages wait for the dispatcher, which batches them. Other events of the log
+            // (edits, joins) are rare, and what follows them (a joiner's presence) must not
+            // overtake them: they go now, after what is queued.
+            Event::Room {
+                seq: Some(_),
+                ref frame,
+                ..
+            } if is_message(frame) => {
                 self.inner
                     .events
                     .lock()

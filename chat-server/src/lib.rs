@@ -3,12 +3,15 @@
 
 mod admin;
 pub mod admission;
+pub mod audience;
 pub mod auth;
 pub mod broker;
 pub mod clock;
 pub mod cluster;
 mod cmd;
 pub mod config;
+// Public for the cluster broker, which frames the events it reads back from the database.
+pub mod event_frames;
 // The transcript suite as a runner: `tests/transcripts.rs` and the `chat-conformance` binary.
 pub mod conformance;
 mod connection;

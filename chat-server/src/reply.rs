@@ -2,7 +2,7 @@
 //! may be, and the wait for room to queue it. A client that asks and does not read is slowed
 //! down by its own back-pressure instead of growing the server's memory (docs/protocol.md §7.4).
 
-use chat_proto::{ErrorCode, HistoryMessage, close};
+use chat_proto::{ErrorCode, EventKind, HistoryMessage, RoomEvent, close};
 
 use crate::outbox::{Full, Reservation};
 use crate::session::{Fail, Session};
@@ -18,20 +18,63 @@ pub const RESERVE_BYTES: usize = MESSAGE_BYTES + 128 * 1024;
 /// What `rate_limited` tells a client to wait when the server's outbound memory is full.
 const RETRY_MS: u64 = 1000;
 
-/// Bytes `m` takes in a frame, to within a few: JSON escapes counted, as the encoder writes them.
-pub fn message_bytes(m: &HistoryMessage) -> usize {
-    fn json(s: &str) -> usize {
-        s.len()
-            + s.bytes()
-                .map(|b| match b {
-                    b'"' | b'\\' | b'\n' | b'\t' | b'\r' | 0x08 | 0x0c => 1,
-                    0..0x20 => 5,
-                    _ => 0,
-                })
+/// Bytes `s` takes as a JSON string, to within a few: escapes counted, as the encoder writes them.
+fn json(s: &str) -> usize {
+    s.len()
+        + s.bytes()
+            .map(|b| match b {
+                b'"' | b'\\' | b'\n' | b'\t' | b'\r' | 0x08 | 0x0c => 1,
+                0..0x20 => 5,
+                _ => 0,
+            })
+            .sum::<usize>()
+}
+
+/// Something a page carries, and the bytes it takes in a frame.
+pub trait PageItem {
+    fn wire_bytes(&self) -> usize;
+}
+
+impl PageItem for HistoryMessage {
+    fn wire_bytes(&self) -> usize {
+        // {"seq":,"id":"","from":"","body":"","ts":} and the numbers, the folded fields, and
+        // per reaction {"emoji":"","count":,"me":false}.
+        json(&self.body)
+            + json(&self.id)
+            + json(&self.from)
+            + 200
+            + self
+                .reactions
+                .iter()
+                .map(|r| json(&r.emoji) + 48)
                 .sum::<usize>()
     }
-    // {"seq":,"id":"","from":"","body":"","ts":} and the numbers.
-    json(&m.body) + json(&m.id) + json(&m.from) + 80
+}
+
+impl PageItem for RoomEvent {
+    fn wire_bytes(&self) -> usize {
+        let carried = match &self.what {
+            EventKind::Message { id, body, .. } => json(id) + json(body),
+            EventKind::Edit { body, .. } => json(body),
+            EventKind::React {
+                emoji, replaces, ..
+            } => json(emoji) + replaces.as_deref().map_or(0, json),
+            EventKind::Unreact { emoji, .. } => json(emoji),
+            EventKind::Topic { topic } => json(topic),
+            EventKind::Kick { user }
+            | EventKind::Ban { user }
+            | EventKind::Unban { user }
+            | EventKind::Role { user, .. } => json(user),
+            EventKind::Delete { .. } | EventKind::Join | EventKind::Leave => 0,
+        };
+        // {"seq":,"ts":,"from":"","kind":"", ...} and the numbers.
+        carried + json(&self.from) + 180
+    }
+}
+
+/// Bytes `m` takes in a frame.
+pub fn message_bytes(m: &HistoryMessage) -> usize {
+    m.wire_bytes()
 }
 
 /// Which end of a page to keep when it is cut to [`MESSAGE_BYTES`].
@@ -44,16 +87,22 @@ pub enum Keep {
 }
 
 /// Cuts `messages` (ascending seqs) to at most [`MESSAGE_BYTES`]; true if any were cut.
-pub fn cap(messages: &mut Vec<HistoryMessage>, keep: Keep) -> bool {
+pub fn cap<T: PageItem>(messages: &mut Vec<T>, keep: Keep) -> bool {
+    cap_to(messages, keep, MESSAGE_BYTES, 1)
+}
+
+/// Cuts `items` to at most `bytes`, keeping at least `least` (if there are that many).
+pub fn cap_to<T: PageItem>(items: &mut Vec<T>, keep: Keep, bytes: usize, least: usize) -> bool {
+    let messages = items;
     let mut total = 0;
     let mut fits = 0;
-    let order: Box<dyn Iterator<Item = &HistoryMessage>> = match keep {
+    let order: Box<dyn Iterator<Item = &T>> = match keep {
         Keep::Oldest => Box::new(messages.iter()),
         Keep::Newest => Box::new(messages.iter().rev()),
     };
     for m in order {
-        total += message_bytes(m);
-        if total > MESSAGE_BYTES && fits > 0 {
+        total += m.wire_bytes();
+        if total > bytes && fits >= least {
             break;
         }
         fits += 1;
@@ -112,6 +161,49 @@ mod tests {
             from: "alice".into(),
             body: body.into(),
             ts: 0,
+            reply_to: Some(u64::MAX),
+            edited: Some(i64::MIN),
+            deleted: true,
+            reactions: vec![chat_proto::Reaction {
+                emoji: "❤️".into(),
+                count: u64::MAX,
+                me: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_event_estimate_is_never_below_the_encoding() {
+        let kinds = [
+            EventKind::Message {
+                id: "quo\"te".into(),
+                body: "tab\tline\n\u{1}".into(),
+                reply_to: Some(u64::MAX),
+            },
+            EventKind::Edit {
+                target: u64::MAX,
+                body: "é日本語🙂".into(),
+            },
+            EventKind::React {
+                target: u64::MAX,
+                emoji: "❤️".into(),
+                replaces: Some("👍".into()),
+            },
+            EventKind::Role {
+                user: "someone".into(),
+                role: chat_proto::Role::Moderator,
+            },
+            EventKind::Delete { target: u64::MAX },
+        ];
+        for what in kinds {
+            let e = RoomEvent {
+                seq: u64::MAX,
+                ts: i64::MIN,
+                from: "alice".into(),
+                what,
+            };
+            let real = serde_json::to_string(&e).expect("json").len();
+            assert!(e.wire_bytes() >= real, "{e:?}: {} < {real}", e.wire_bytes());
         }
     }
 

@@ -291,7 +291,17 @@ impl Session {
             F::SetTopic { room, topic } => self.set_topic(room, topic).await,
             F::Invite { room, user } => self.invite(room, user).await,
             F::OpenDm { user } => self.open_dm(user).await,
-            F::Send { room, id, body } => self.send(room, id, body).await,
+            F::Send {
+                room,
+                id,
+                body,
+                reply_to,
+            } => self.send(room, id, body, reply_to).await,
+            F::Edit { room, seq, body } => self.edit(room, seq, body).await,
+            F::Delete { room, seq } => self.delete(room, seq).await,
+            F::React { room, seq, emoji } => self.react(room, seq, emoji, true).await,
+            F::Unreact { room, seq, emoji } => self.react(room, seq, emoji, false).await,
+            F::MarkRead { room, seq } => self.mark_read(room, seq).await,
             F::History {
                 room,
                 before_seq,

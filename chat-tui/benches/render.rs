@@ -55,6 +55,10 @@ fn message(seq: u64) -> HistoryMessage {
         from: format!("user{}", seq as usize % USERS),
         body: body(seq),
         ts: 1_700_000_000_000 + seq as i64 * 7_000,
+        reply_to: None,
+        edited: None,
+        deleted: false,
+        reactions: Vec::new(),
     }
 }
 
@@ -98,6 +102,8 @@ fn app_with_history() -> App {
         catch_up: CatchUp::Recent,
         messages: (1..=MESSAGES).map(message).collect(),
         complete: true,
+        events: Vec::new(),
+        read: None,
     }));
     a
 }
@@ -162,6 +168,7 @@ fn render(c: &mut Criterion) {
                 from: m.from,
                 body: m.body,
                 ts: m.ts,
+                reply_to: None,
             }));
             term.draw(|f| chat_tui::view::draw(f, black_box(&app)))
                 .expect("draw");

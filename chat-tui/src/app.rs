@@ -483,6 +483,7 @@ impl App {
                     room,
                     id: id.clone(),
                     body,
+                    reply_to: None,
                 },
                 Some(Ref::Str(id)),
             )]
@@ -723,6 +724,7 @@ impl App {
                 room,
                 messages,
                 complete,
+                ..
             } => {
                 let focused = self.focus.as_deref() == Some(room.as_str());
                 let r = self.room(&room);
@@ -744,6 +746,7 @@ impl App {
                 from,
                 body,
                 ts,
+                ..
             } => {
                 let focused = self.focus.as_deref() == Some(room.as_str());
                 let m = message_from(HistoryMessage {
@@ -752,6 +755,10 @@ impl App {
                     from,
                     body,
                     ts,
+                    reply_to: None,
+                    edited: None,
+                    deleted: false,
+                    reactions: Vec::new(),
                 });
                 let from = m.from.clone();
                 let dm = room.starts_with(chat_proto::limits::DM_PREFIX);
@@ -877,6 +884,10 @@ impl App {
             | ServerFrame::DmOpened { .. }
             | ServerFrame::Ok
             | ServerFrame::Pong { .. } => vec![],
+            // Protocol 2 frames: this client speaks version 1, so the server sends none.
+            ServerFrame::Event { .. } | ServerFrame::Applied { .. } | ServerFrame::Read { .. } => {
+                vec![]
+            }
             ServerFrame::Welcome { .. } | ServerFrame::AuthOk { .. } => vec![],
             ServerFrame::Error {
                 code,
@@ -898,6 +909,7 @@ impl App {
                         room: room.to_owned(),
                         id: p.id.clone(),
                         body: p.body.clone(),
+                        reply_to: None,
                     },
                     Some(Ref::Str(p.id.clone())),
                 )

@@ -46,6 +46,10 @@ fn h(seq: u64, from: &str, body: &str) -> HistoryMessage {
         from: from.into(),
         body: body.into(),
         ts: 1_700_000_000_000,
+        reply_to: None,
+        edited: None,
+        deleted: false,
+        reactions: Vec::new(),
     }
 }
 
@@ -71,6 +75,8 @@ fn joined(room: &str, catch_up: CatchUp, messages: Vec<HistoryMessage>, latest: 
         catch_up,
         messages,
         complete: true,
+        events: Vec::new(),
+        read: None,
     })
 }
 
@@ -82,6 +88,7 @@ fn live(room: &str, seq: u64, from: &str, body: &str) -> Event {
         from: from.into(),
         body: body.into(),
         ts: 1_700_000_000_000,
+        reply_to: None,
     })
 }
 
@@ -152,13 +159,16 @@ fn reconnect_rejoins_from_where_it_was_and_resends_pending_with_the_same_ids() {
         catch_up: CatchUp::Replay,
         messages: vec![h(3, "bob", "missed")],
         complete: true,
+        events: Vec::new(),
+        read: None,
     }));
     assert_eq!(
         sends(&cmds),
         vec![&ClientFrame::Send {
             room: "r".into(),
             id: id.clone(),
-            body: "sent while offline".into()
+            body: "sent while offline".into(),
+            reply_to: None,
         }]
     );
     // Ack, then the broadcast: shown once.
@@ -176,6 +186,7 @@ fn reconnect_rejoins_from_where_it_was_and_resends_pending_with_the_same_ids() {
         from: "alice".into(),
         body: "sent while offline".into(),
         ts: 0,
+        reply_to: None,
     }));
     a.update(frame(ServerFrame::Message {
         room: "r".into(),
@@ -184,6 +195,7 @@ fn reconnect_rejoins_from_where_it_was_and_resends_pending_with_the_same_ids() {
         from: "alice".into(),
         body: "sent while offline".into(),
         ts: 0,
+        reply_to: None,
     }));
     let r = &a.rooms["r"];
     assert!(r.pending.is_empty());
@@ -212,6 +224,7 @@ fn a_seq_jump_fetches_the_missing_range() {
         room: "r".into(),
         messages: vec![h(2, "bob", "2"), h(3, "bob", "3"), h(4, "bob", "4")],
         has_more: true,
+        context: Vec::new(),
     }));
     assert!(sends(&cmds).is_empty());
     assert_eq!(a.rooms["r"].contiguous, 6);
@@ -508,6 +521,7 @@ fn the_room_list_is_read_page_by_page() {
         topic: String::new(),
         members: 1,
         joined: true,
+        read: None,
     };
     let out = a.update(frame(ServerFrame::RoomList {
         rooms: vec![info("a1"), info("a2")],

@@ -181,6 +181,7 @@ async fn send_once(
             room: room.into(),
             id: id.to_owned(),
             body: text.into(),
+            reply_to: None,
         },
         Some(&reference),
     )
@@ -379,6 +380,7 @@ pub async fn tail(t: Tail<'_>) -> anyhow::Result<()> {
                         from,
                         body,
                         ts,
+                        ..
                     },
                     _,
                 )) if room == t.room => {
@@ -388,6 +390,10 @@ pub async fn tail(t: Tail<'_>) -> anyhow::Result<()> {
                         from,
                         body,
                         ts,
+                        reply_to: None,
+                        edited: None,
+                        deleted: false,
+                        reactions: Vec::new(),
                     }];
                 }
                 Ok(_) => {}
@@ -415,6 +421,10 @@ mod tests {
             from: "bob".into(),
             body: "a\u{1b}[2Jb\u{9b}c\u{202e}d\u{2028}e".into(),
             ts: 5,
+            reply_to: None,
+            edited: None,
+            deleted: false,
+            reactions: Vec::new(),
         };
         let line = json_line(&m, "r");
         assert!(crate::sanitize::is_terminal_safe(&line), "{line:?}");
@@ -431,6 +441,10 @@ mod tests {
             from: "e\u{1b}]0;x\u{7}ve".into(),
             body: "/me \u{1b}[31mwaves".into(),
             ts: 0,
+            reply_to: None,
+            edited: None,
+            deleted: false,
+            reactions: Vec::new(),
         };
         let line = text_line(&m);
         assert!(crate::sanitize::is_terminal_safe(&line), "{line:?}");

@@ -29,6 +29,10 @@ fn app_with(messages: Vec<(&str, &str)>) -> App {
             from: from.into(),
             body: body.into(),
             ts: 1_700_000_000_000 + i as i64 * 60_000,
+            reply_to: None,
+            edited: None,
+            deleted: false,
+            reactions: Vec::new(),
         })
         .collect::<Vec<_>>();
     let latest = msgs.len() as u64;
@@ -59,6 +63,8 @@ fn app_with(messages: Vec<(&str, &str)>) -> App {
             catch_up: CatchUp::Recent,
             messages: msgs,
             complete: true,
+            events: Vec::new(),
+            read: None,
         },
     }))));
     a
@@ -328,6 +334,7 @@ fn a_frame_far_up_shows_what_laying_out_everything_shows() {
                 from: "carol".into(),
                 body: "late ".repeat(1 + (i as usize % 30)),
                 ts: 1_700_000_000_000 + i as i64 * 60_000_000,
+                reply_to: None,
             },
         }))));
     }

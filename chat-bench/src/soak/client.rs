@@ -286,6 +286,7 @@ impl Client {
                                 room: self.shared.rooms[room as usize].clone(),
                                 id: msg_id(Kind::Steady, self.spec.k, n),
                                 body: body(self.shared.seed, Kind::Steady, self.spec.k, n),
+                                reply_to: None,
                             }
                         }
                     };
@@ -445,6 +446,7 @@ impl Client {
                 room,
                 messages,
                 complete,
+                ..
             } => {
                 let Some(slot) = self.slot_of(&room) else {
                     return;

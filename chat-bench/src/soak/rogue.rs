@@ -176,6 +176,7 @@ fn send_frame(shared: &Shared, spec: &Spec, room: usize, n: usize) -> Message {
         room: shared.rooms[room].clone(),
         id: msg_id(spec.kind, spec.k, n),
         body: body(shared.seed, spec.kind, spec.k, n),
+        reply_to: None,
     };
     Message::text(chat_proto::encode(&frame, None))
 }

@@ -394,31 +394,17 @@ impl Inner {
         lock(&self.conn).clone()
     }
 
-    /// Reads `room`'s messages after `after` up to `upto` from the database, as frames.
+    /// Reads `room`'s events after `after` up to `upto` from the database, as frames.
     async fn read_gap(&self, room: &str, after: u64, upto: u64) -> Option<Vec<(u64, Utf8Bytes)>> {
         match self
             .store
-            .messages_between(room, after, upto, FILL_PAGE)
+            .events_between(room, after, upto, FILL_PAGE)
             .await
         {
-            Ok(messages) => Some(
-                messages
+            Ok(events) => Some(
+                events
                     .into_iter()
-                    .map(|m| {
-                        let seq = m.seq;
-                        let frame = chat_proto::encode(
-                            &chat_proto::ServerFrame::Message {
-                                room: room.to_owned(),
-                                seq: m.seq,
-                                id: m.id,
-                                from: m.from,
-                                body: m.body,
-                                ts: m.ts,
-                            },
-                            None,
-                        );
-                        (seq, Utf8Bytes::from(frame))
-                    })
+                    .map(|e| (e.seq, crate::event_frames::frame(room, e)))
                     .collect(),
             ),
             Err(e) => {
@@ -503,6 +489,7 @@ fn remote_event(origin: Arc<str>, what: Wire) -> Option<Event> {
         Wire::User { user, frame } => Event::User {
             user: user.into(),
             frame: frame.into(),
+            except: None,
         },
         Wire::Left { room, user } => Event::Left {
             room: room.into(),
@@ -571,7 +558,7 @@ impl Broker for RedisBroker {
                     frame: frame.to_string(),
                 },
             ),
-            Event::User { user, frame } => i.publish_wire(
+            Event::User { user, frame, .. } => i.publish_wire(
                 keys.user(user),
                 Wire::User {
                     user: user.to_string(),
@@ -605,8 +592,13 @@ impl Broker for RedisBroker {
             | Event::Away { .. } => {}
         }
         match event {
-            // Messages wait for the core task, which batches them.
-            Event::Room { seq: Some(_), .. } => {
+            // Messages wait for the core task, which batches them; other events of the log go
+            // now, after what is queued (see `LocalBroker::publish`).
+            Event::Room {
+                seq: Some(_),
+                ref frame,
+                ..
+            } if crate::broker::is_message(frame) => {
                 lock(&i.inbox).push(Input::Local(event));
                 i.wake.notify_one();
             }

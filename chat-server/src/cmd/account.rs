@@ -51,6 +51,10 @@ impl Session {
         }
         self.hello = true;
         self.version = version;
+        if let Some(a) = &mut self.authed {
+            a.reg.version = version;
+            self.ctx.hub.set_version(a.reg.id, version);
+        }
         let c = &self.ctx.config;
         self.reply(&ServerFrame::Welcome {
             protocol: version,
@@ -85,7 +89,7 @@ impl Session {
         let reg = self
             .ctx
             .hub
-            .register(user, Some(token_hash), self.outbox.clone())
+            .register(user, self.version, Some(token_hash), self.outbox.clone())
             .ok_or_else(|| self.too_many_connections())?;
         tracing::debug!(user, conn = reg.id, "authenticated");
         self.authed = Some(Authed { reg, token_hash });

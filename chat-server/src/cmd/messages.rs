@@ -6,13 +6,13 @@ use chat_proto::{ErrorCode, ServerFrame, Status, encode};
 use crate::broker::Event;
 use crate::reply::{self, Keep};
 use crate::session::{Fail, Outcome, Session};
-use crate::store::{AppendDone, NewMessage, StoreError};
+use crate::store::{AppendDone, NewMessage, StoreError, Viewer};
 
 /// Messages per `history` reply when the client gives no limit.
 const DEFAULT_HISTORY: u32 = 50;
 
 impl Session {
-    fn require_subscribed(&self, room: &str) -> Outcome {
+    pub(crate) fn require_subscribed(&self, room: &str) -> Outcome {
         let a = self.authed()?;
         if self.ctx.hub.is_subscribed(room, a.reg.id) {
             Ok(())
@@ -28,10 +28,27 @@ impl Session {
     /// Queues the message for the group commit and returns at once: the ack (to this
     /// connection) and the broadcast (to the room) go out from the store's completion, after the
     /// commit and in seq order. Reading the next frame does not wait for the disk.
-    pub(crate) async fn send(&mut self, room: String, id: String, body: String) -> Outcome {
+    pub(crate) async fn send(
+        &mut self,
+        room: String,
+        id: String,
+        body: String,
+        reply_to: Option<u64>,
+    ) -> Outcome {
         check_message_id(&id).map_err(|m| Fail::new(ErrorCode::InvalidId, m).in_room(&room))?;
         check_body(&body).map_err(|m| Fail::new(ErrorCode::InvalidBody, m).in_room(&room))?;
         self.require_subscribed(&room)?;
+        // A message stays a message once stored (a delete leaves a tombstone), so a target
+        // checked now is still one when this is stored.
+        if let Some(target) = reply_to
+            && self.ctx.store.message_info(&room, target).await?.is_none()
+        {
+            return Err(Fail::new(
+                ErrorCode::NoSuchMessage,
+                "reply_to names no message of this room",
+            )
+            .in_room(&room));
+        }
         let user = self.authed()?.reg.user.clone();
         self.ctx.hub.typing(&room, &user, false);
         let outbox = self.outbox.clone();
@@ -65,6 +82,7 @@ impl Session {
                             from: a.from,
                             body: a.body,
                             ts: a.ts,
+                            reply_to: a.reply_to,
                         },
                         None,
                     );
@@ -119,6 +137,7 @@ impl Session {
             from: user.to_string(),
             client_id: id,
             body,
+            reply_to,
         };
         match self.ctx.store.append(msg, done).await {
             // The dropped completion has already told the client.
@@ -136,17 +155,42 @@ impl Session {
         self.require_member(&room).await?;
         let limit = limit.unwrap_or(DEFAULT_HISTORY).clamp(1, HISTORY_PAGE_MAX);
         let room_for_it = self.reserve_reply().await.map_err(|f| f.in_room(&room))?;
-        let (mut messages, mut has_more) = self
-            .ctx
-            .store
-            .history_before(&room, before_seq, limit)
+        let user = self.authed()?.reg.user.clone();
+        let v2 = self.version >= 2;
+        let viewer = Viewer {
+            user: &user,
+            tombstones: v2,
+        };
+        let store = &self.ctx.store;
+        let (mut messages, mut has_more) = store
+            .history_before(&room, before_seq, limit, viewer)
             .await?;
         has_more |= reply::cap(&mut messages, Keep::Newest);
+        // What the page replies to from before it, so it can be quoted: in the bytes the page
+        // left (none when the page is at its bound; `history` before the target + 1 fetches it).
+        let mut context = Vec::new();
+        if v2 && let Some(first) = messages.first().map(|m| m.seq) {
+            let older: Vec<u64> = messages
+                .iter()
+                .filter_map(|m| m.reply_to.filter(|r| *r < first))
+                .collect();
+            if !older.is_empty() {
+                context = store.messages_at(&room, &older, viewer).await?;
+                let used: usize = messages.iter().map(reply::message_bytes).sum();
+                reply::cap_to(
+                    &mut context,
+                    Keep::Newest,
+                    reply::MESSAGE_BYTES.saturating_sub(used),
+                    0,
+                );
+            }
+        }
         self.reply_reserved(
             &ServerFrame::History {
                 room,
                 messages,
                 has_more,
+                context,
             },
             room_for_it,
         );

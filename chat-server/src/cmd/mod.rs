@@ -4,6 +4,7 @@
 //! history, typing, status).
 
 mod account;
+mod changes;
 mod messages;
 mod room_admin;
 mod rooms;

@@ -11,7 +11,7 @@ use chat_proto::{CatchUp, ErrorCode, RoomInfo, RoomKind, ServerFrame, Status, Vi
 use crate::broker::Event;
 use crate::reply::{self, Keep};
 use crate::session::{Fail, Outcome, Session};
-use crate::store::{RoomRecord, StoreError};
+use crate::store::{Change, RoomRecord, StoreError, Viewer};
 
 pub(super) fn no_such_room(room: &str) -> Fail {
     Fail::new(ErrorCode::NoSuchRoom, format!("there is no room `{room}`")).in_room(room)
@@ -47,7 +47,7 @@ fn plan(since: Option<(u64, String)>, room_epoch: &str, latest: u64, max_replay:
 }
 
 impl Session {
-    async fn room_record(&self, room: &str) -> Result<RoomRecord, Fail> {
+    pub(crate) async fn room_record(&self, room: &str) -> Result<RoomRecord, Fail> {
         // Room names are checked only on creation: DM names (`dm:a:b`) are valid here too.
         if room.len() > 128 {
             return Err(Fail::new(ErrorCode::InvalidName, "room name too long"));
@@ -144,6 +144,7 @@ impl Session {
                 topic: rec.topic,
                 members: 1,
                 joined: true,
+                read: Some(chat_proto::ReadState::default()),
             },
         });
         Ok(())
@@ -174,9 +175,9 @@ impl Session {
         };
         // A private room the user is not a member of and not invited to: `no_such_room`.
         let rec = self.visible_room(&room).await?;
-        let store = &self.ctx.store;
-        if !store.is_member(&room, &user).await? {
-            store.add_member(&room, &user).await?;
+        if !self.ctx.store.is_member(&room, &user).await? {
+            // Recorded in the room's log (`join`), committed before the snapshot below.
+            self.change(&room, Change::Join, false).await?;
         }
         // With the Redis broker: listening to the room's channel before subscribing here, so
         // what another node commits after the snapshot below reaches this connection.
@@ -215,24 +216,52 @@ impl Session {
         let room = rec.name.as_str();
         let room_for_it = self.reserve_reply().await?;
         let latest = store.latest_seq(room).await?;
+        let user = self.authed()?.reg.user.clone();
+        let v2 = self.version >= 2;
+        let viewer = Viewer {
+            user: &user,
+            tombstones: v2,
+        };
+        let read = Some(store.read_state(&user, room).await?);
         let (members, member_count, members_complete) =
             super::room_admin::joined_members(store.as_ref(), rec, statuses).await?;
-        let (catch_up, messages, mut after) =
+        let (catch_up, messages, events, mut after) =
             match plan(since, &rec.epoch, latest, self.ctx.config.max_replay) {
                 Plan::Recent(catch_up) => {
                     let (mut messages, _) = store
-                        .history_before(room, Some(latest + 1), self.ctx.config.history_on_join)
+                        .history_before(
+                            room,
+                            Some(latest + 1),
+                            self.ctx.config.history_on_join,
+                            viewer,
+                        )
                         .await?;
                     reply::cap(&mut messages, Keep::Newest);
-                    (catch_up, messages, latest)
+                    (catch_up, messages, Vec::new(), latest)
+                }
+                // Protocol 2 replays every event; protocol 1 the messages among them, and
+                // since a page may hold no message, it pages by seq rather than by count.
+                Plan::Replay(seq) if v2 => {
+                    let mut page = store
+                        .events_between(room, seq, latest, HISTORY_PAGE_MAX)
+                        .await?;
+                    reply::cap(&mut page, Keep::Oldest);
+                    let last = page.last().map_or(latest, |m| m.seq);
+                    (CatchUp::Replay, Vec::new(), page, last)
                 }
                 Plan::Replay(seq) => {
                     let mut page = store
                         .messages_between(room, seq, latest, HISTORY_PAGE_MAX)
                         .await?;
-                    reply::cap(&mut page, Keep::Oldest);
-                    let last = page.last().map_or(seq, |m| m.seq);
-                    (CatchUp::Replay, page, last)
+                    let cut = reply::cap(&mut page, Keep::Oldest);
+                    let last = if cut {
+                        page.last().map_or(seq, |m| m.seq)
+                    } else if page.len() < HISTORY_PAGE_MAX as usize {
+                        latest
+                    } else {
+                        page.last().map_or(latest, |m| m.seq)
+                    };
+                    (CatchUp::Replay, page, Vec::new(), last)
                 }
             };
         let joined = ServerFrame::Joined {
@@ -247,26 +276,40 @@ impl Session {
             catch_up,
             messages,
             complete: after >= latest,
+            events,
+            read,
         };
         self.reply_reserved(&joined, room_for_it);
         // Each page waits for room after the one before: a joiner that reads slowly slows its
         // own replay down instead of the server queueing every page at once.
         while after < latest {
             let room_for_it = self.reserve_reply().await?;
-            let mut page = store
-                .messages_between(room, after, latest, HISTORY_PAGE_MAX)
-                .await?;
-            reply::cap(&mut page, Keep::Oldest);
-            let Some(last) = page.last().map(|m| m.seq) else {
-                break;
+            let (messages, events) = if v2 {
+                let mut page = store
+                    .events_between(room, after, latest, HISTORY_PAGE_MAX)
+                    .await?;
+                reply::cap(&mut page, Keep::Oldest);
+                after = page.last().map_or(latest, |m| m.seq);
+                (Vec::new(), page)
+            } else {
+                let mut page = store
+                    .messages_between(room, after, latest, HISTORY_PAGE_MAX)
+                    .await?;
+                let cut = reply::cap(&mut page, Keep::Oldest);
+                after = if !cut && page.len() < HISTORY_PAGE_MAX as usize {
+                    latest
+                } else {
+                    page.last().map_or(latest, |m| m.seq)
+                };
+                (page, Vec::new())
             };
-            after = last;
             self.outbox.push_reserved(
                 encode(
                     &ServerFrame::Replay {
                         room: room.to_owned(),
-                        messages: page,
+                        messages,
                         complete: after >= latest,
+                        events,
                     },
                     None,
                 )
@@ -278,41 +321,23 @@ impl Session {
     }
 
     pub(crate) async fn leave(&mut self, room: String) -> Outcome {
-        let (user, conn) = {
-            let a = self.authed()?;
-            (a.reg.user.clone(), a.reg.id)
-        };
+        self.authed()?;
         self.visible_room(&room).await?;
-        if !self.ctx.store.remove_member(&room, &user).await? {
+        // The completion unsubscribes every connection of the user, telling each but this one
+        // with `left`; this one is answered here.
+        if self.change(&room, Change::Leave, false).await?.is_none() {
             return Err(not_member(&room));
         }
-        self.ctx.broker.publish(Event::Left {
-            room: room.as_str().into(),
-            user,
-            except: Some(conn),
-        });
         self.reply(&ServerFrame::Left { room });
         Ok(())
     }
 
     pub(crate) async fn set_topic(&mut self, room: String, topic: String) -> Outcome {
-        let user = self.authed()?.reg.user.clone();
+        self.authed()?;
         check_topic(&topic).map_err(|m| Fail::new(ErrorCode::InvalidTopic, m).in_room(&room))?;
         self.require_member(&room).await?;
-        self.ctx.store.set_topic(&room, &topic).await?;
-        let frame = encode(
-            &ServerFrame::Topic {
-                room: room.clone(),
-                topic,
-                by: user.to_string(),
-            },
-            None,
-        );
-        self.ctx.broker.publish(Event::Room {
-            room: room.as_str().into(),
-            seq: None,
-            frame: frame.into(),
-        });
+        // The event goes to protocol 2, `topic` to protocol 1, from the store's completion.
+        self.change(&room, Change::Topic { topic }, false).await?;
         self.reply(&ServerFrame::Ok);
         Ok(())
     }
@@ -355,6 +380,7 @@ impl Session {
         self.ctx.broker.publish(Event::User {
             user: invitee.as_str().into(),
             frame: frame.into(),
+            except: None,
         });
         self.reply(&ServerFrame::Ok);
         Ok(())
@@ -385,6 +411,7 @@ impl Session {
         self.ctx.broker.publish(Event::User {
             user: other.as_str().into(),
             frame: frame.into(),
+            except: None,
         });
         self.reply(&ServerFrame::DmOpened {
             room: rec.name,

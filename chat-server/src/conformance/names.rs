@@ -67,12 +67,38 @@ impl Names {
         ))
     }
 
+    /// `text` with each `@name` mention of a name renamed (as `limits::mentions` reads them),
+    /// so a mention still names the same user.
+    pub fn rename_mentions(&self, text: &str) -> String {
+        let is_name =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find('@') {
+            out.push_str(&rest[..=at]);
+            rest = &rest[at + 1..];
+            let end = rest.find(|c: char| !is_name(c)).unwrap_or(rest.len());
+            match self.names.contains(&rest[..end]) {
+                true => {
+                    out.push_str(&rest[..end]);
+                    out.push_str(&self.suffix);
+                }
+                false => out.push_str(&rest[..end]),
+            }
+            rest = &rest[end..];
+        }
+        out.push_str(rest);
+        out
+    }
+
     /// Renames every string of `v` that is a name.
     pub fn apply(&self, v: &mut Value) {
         match v {
             Value::String(s) => {
                 if let Some(renamed) = self.rename(s) {
                     *s = renamed;
+                } else if s.contains('@') {
+                    *s = self.rename_mentions(s);
                 }
             }
             Value::Array(a) => a.iter_mut().for_each(|x| self.apply(x)),
@@ -157,5 +183,18 @@ mod tests {
         assert_eq!(n.rename(&long), None);
         let (r, r1) = (n.rename("r").expect("r"), n.rename("r1").expect("r1"));
         assert!(r < r1, "{r} {r1}");
+    }
+
+    #[test]
+    fn mentions_of_names_inside_text_are_renamed() {
+        let n = names(
+            "a> {\"type\":\"register\",\"username\":\"bob\",\"password\":\"correct horse\"}\n",
+        );
+        let mut body = json!({"body":"hi @bob, not @bobby nor mail@carol; @bob"});
+        n.apply(&mut body);
+        assert_eq!(
+            body,
+            json!({"body":"hi @bob-ab12, not @bobby nor mail@carol; @bob-ab12"})
+        );
     }
 }

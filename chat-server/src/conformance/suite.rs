@@ -47,6 +47,9 @@ pub const TRANSCRIPTS: &[Transcript] = &[
     t!("24_presence_batching"),
     t!("25_room_lifecycle"),
     t!("26_pages"),
+    t!("27_edits_deletes"),
+    t!("28_reactions_replies"),
+    t!("29_read_state"),
 ];
 
 #[cfg(test)]

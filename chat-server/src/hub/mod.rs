@@ -36,6 +36,8 @@ pub struct UserState {
 
 struct ConnEntry {
     user: Arc<str>,
+    /// The protocol version the connection speaks: which frames it takes (`audience`).
+    version: u32,
     token_hash: Option<[u8; 32]>,
     outbox: Arc<Outbox>,
     rooms: HashSet<Arc<str>>,
@@ -88,6 +90,7 @@ pub struct Registered {
     pub id: ConnId,
     pub user: Arc<str>,
     pub state: Arc<UserState>,
+    pub version: u32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -170,6 +173,7 @@ impl Hub {
     pub fn register(
         &self,
         user: &str,
+        version: u32,
         token_hash: Option<[u8; 32]>,
         outbox: Arc<Outbox>,
     ) -> Option<Registered> {
@@ -210,6 +214,7 @@ impl Hub {
             id,
             ConnEntry {
                 user: user.clone(),
+                version,
                 token_hash,
                 outbox,
                 rooms: HashSet::new(),
@@ -219,7 +224,20 @@ impl Hub {
         if first {
             self.emit(vec![Announce::UserHere(user.clone())]);
         }
-        Some(Registered { id, user, state })
+        Some(Registered {
+            id,
+            user,
+            state,
+            version,
+        })
+    }
+
+    /// The version `welcome` chose, for a connection that authenticated (with its header)
+    /// before `hello`: it joins no room before then.
+    pub fn set_version(&self, id: ConnId, version: u32) {
+        if let Some(e) = lock(&self.registry).conns.get_mut(&id) {
+            e.version = version;
+        }
     }
 
     /// Removes a connection from every room (announcing presence) and from the registry.
@@ -291,6 +309,7 @@ impl Hub {
             Entry::Vacant(e) => {
                 e.insert(Sub {
                     user: reg.user.clone(),
+                    version: reg.version,
                     outbox,
                     held: Some(Vec::new()),
                     held_bytes: 0,
@@ -533,9 +552,15 @@ impl Hub {
                     lock(&r).deliver_messages(&items, &all, &self.config);
                 }
             }
-            Event::User { user, frame } => {
-                for outbox in self.outboxes_of(&user) {
-                    outbox.push(frame.clone());
+            Event::User {
+                user,
+                frame,
+                except,
+            } => {
+                for (id, version, outbox) in self.outboxes_of(&user) {
+                    if Some(id) != except && crate::audience::sees(version, &frame) {
+                        outbox.push(frame.clone());
+                    }
                 }
             }
             Event::Left { room, user, except } => self.user_left(&room, &user, except),
@@ -616,7 +641,7 @@ impl Hub {
         }
     }
 
-    fn outboxes_of(&self, user: &str) -> Vec<Arc<Outbox>> {
+    fn outboxes_of(&self, user: &str) -> Vec<(ConnId, u32, Arc<Outbox>)> {
         let registry = lock(&self.registry);
         registry
             .users
@@ -624,7 +649,12 @@ impl Hub {
             .map(|u| {
                 u.conns
                     .iter()
-                    .filter_map(|c| registry.conns.get(c).map(|e| e.outbox.clone()))
+                    .filter_map(|c| {
+                        registry
+                            .conns
+                            .get(c)
+                            .map(|e| (*c, e.version, e.outbox.clone()))
+                    })
                     .collect()
             })
             .unwrap_or_default()

@@ -14,6 +14,9 @@ use crate::outbox::Outbox;
 use crate::presence::{Batch, Change, RoomPresence};
 use crate::typing::Typing;
 
+/// A run of a room's log: (seq, frame), ascending.
+type Run = Vec<(u64, Utf8Bytes)>;
+
 /// A frame a joining connection receives only after its `joined`.
 pub(super) struct Held {
     pub(super) seq: Option<u64>,
@@ -22,6 +25,8 @@ pub(super) struct Held {
 
 pub(super) struct Sub {
     pub(super) user: Arc<str>,
+    /// The protocol version of the connection: which frames it takes (`audience`).
+    pub(super) version: u32,
     pub(super) outbox: Arc<Outbox>,
     /// `Some` while the connection is joining: live frames wait here until its history snapshot
     /// has been queued, so it gets every message once and in order.
@@ -125,6 +130,9 @@ impl Room {
                     sub.floor = s;
                 }
             }
+            if !crate::audience::sees(sub.version, frame) {
+                continue;
+            }
             match &mut sub.held {
                 Some(held) => {
                     hold(held, &mut sub.held_bytes, &sub.outbox, seq, frame, cfg);
@@ -144,8 +152,7 @@ impl Room {
         all: &Arc<[Utf8Bytes]>,
         cfg: &HubConfig,
     ) {
-        let (Some(first), Some(last)) = (items.first().map(|i| i.0), items.last().map(|i| i.0))
-        else {
+        let Some(last) = items.last().map(|i| i.0) else {
             return;
         };
         // Runs are ascending, except when a resend acked as a duplicate is offered again (its
@@ -153,10 +160,34 @@ impl Room {
         // only the seqs above what it has, never an older one after a newer.
         let ascending = items.windows(2).all(|w| w[0].0 < w[1].0);
         let top = items.iter().map(|i| i.0).max().unwrap_or(last);
+        // What a version-1 connection takes of the run: computed once, when first needed.
+        let mut v1_run: Option<(Run, Arc<[Utf8Bytes]>)> = None;
         for sub in self.subs.values_mut() {
             if top <= sub.floor {
                 continue;
             }
+            let (items, all) = if sub.version >= 2 {
+                (items, all)
+            } else {
+                let (i, a) = v1_run.get_or_insert_with(|| {
+                    let kept: Run = items
+                        .iter()
+                        .filter(|(_, f)| crate::audience::sees(1, f))
+                        .cloned()
+                        .collect();
+                    let frames = kept.iter().map(|(_, f)| f.clone()).collect();
+                    (kept, frames)
+                });
+                (&i[..], &*a)
+            };
+            if items.is_empty() {
+                // Nothing of the run is for it; it has it all the same.
+                if sub.held.is_none() {
+                    sub.floor = sub.floor.max(top);
+                }
+                continue;
+            }
+            let first = items[0].0;
             if let Some(held) = &mut sub.held {
                 // go_live releases held frames in order above the snapshot, so any order is
                 // safe here.
@@ -176,7 +207,7 @@ impl Room {
             }
             if ascending && first > sub.floor {
                 sub.outbox.push_many(all.clone());
-                sub.floor = last;
+                sub.floor = top;
                 continue;
             }
             let mut floor = sub.floor;

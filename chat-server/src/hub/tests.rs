@@ -16,7 +16,7 @@ fn hub() -> Hub {
 
 fn conn(h: &Hub, user: &str) -> (Registered, OutboxReceiver) {
     let (out, rx) = Outbox::new(64, 1 << 30, crate::outbox::Budget::new(1 << 30));
-    (h.register(user, None, out).expect("under the cap"), rx)
+    (h.register(user, 1, None, out).expect("under the cap"), rx)
 }
 
 fn drain(rx: &mut OutboxReceiver) -> Vec<serde_json::Value> {
@@ -260,7 +260,7 @@ fn too_much_held_while_joining_is_a_slow_consumer() {
     let h = hub();
     let (out, _rx) = Outbox::new(64, 1 << 30, crate::outbox::Budget::new(1 << 30));
     let a = h
-        .register("alice", None, out.clone())
+        .register("alice", 1, None, out.clone())
         .expect("under the cap");
     h.subscribe("r", &a);
     for s in 1..=9 {
@@ -329,9 +329,9 @@ fn revoking_a_token_kicks_its_connections_only() {
     let h = hub();
     let (o1, _r1) = Outbox::new(4, 1 << 30, crate::outbox::Budget::new(1 << 30));
     let (o2, _r2) = Outbox::new(4, 1 << 30, crate::outbox::Budget::new(1 << 30));
-    h.register("alice", Some([1; 32]), o1.clone())
+    h.register("alice", 1, Some([1; 32]), o1.clone())
         .expect("under the cap");
-    h.register("alice", Some([2; 32]), o2.clone())
+    h.register("alice", 1, Some([2; 32]), o2.clone())
         .expect("under the cap");
     h.dispatch(Event::TokenRevoked { hash: [1; 32] });
     assert_eq!(
@@ -339,4 +339,79 @@ fn revoking_a_token_kicks_its_connections_only() {
         Some(chat_proto::close::AUTH_FAILED)
     );
     assert!(!o2.is_kicked());
+}
+
+fn event(seq: u64) -> (u64, Utf8Bytes) {
+    (
+        seq,
+        format!(r#"{{"type":"event","room":"r","seq":{seq},"kind":"delete","target":1}}"#).into(),
+    )
+}
+
+fn message(seq: u64) -> (u64, Utf8Bytes) {
+    (seq, format!(r#"{{"type":"message","seq":{seq}}}"#).into())
+}
+
+#[test]
+fn a_run_of_messages_and_events_reaches_each_version_as_it_defines_them() {
+    let h = hub();
+    let (out, mut v1rx) = Outbox::new(64, 1 << 30, crate::outbox::Budget::new(1 << 30));
+    let v1 = h.register("old", 1, None, out).expect("under the cap");
+    let (out, mut v2rx) = Outbox::new(64, 1 << 30, crate::outbox::Budget::new(1 << 30));
+    let v2 = h.register("new", 2, None, out).expect("under the cap");
+    for c in [&v1, &v2] {
+        h.subscribe("r", c);
+        h.go_live("r", c.id, 0);
+    }
+    drain(&mut v1rx);
+    drain(&mut v2rx);
+    h.dispatch(Event::Messages {
+        room: "r".into(),
+        items: vec![message(1), event(2), message(3)],
+    });
+    let seqs = |v: Vec<serde_json::Value>| -> Vec<(String, u64)> {
+        v.iter()
+            .map(|f| {
+                (
+                    f["type"].as_str().unwrap_or_default().to_owned(),
+                    f["seq"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        seqs(drain(&mut v2rx)),
+        vec![
+            ("message".into(), 1),
+            ("event".into(), 2),
+            ("message".into(), 3)
+        ]
+    );
+    assert_eq!(
+        seqs(drain(&mut v1rx)),
+        vec![("message".into(), 1), ("message".into(), 3)],
+        "version 1 skips the event"
+    );
+    // A run of events only: version 1 gets nothing, but its floor moves past them, so a
+    // repeat of an older seq is still dropped.
+    h.dispatch(Event::Messages {
+        room: "r".into(),
+        items: vec![event(4), event(5)],
+    });
+    assert!(drain(&mut v1rx).is_empty());
+    assert_eq!(drain(&mut v2rx).len(), 2);
+    h.dispatch(Event::Messages {
+        room: "r".into(),
+        items: vec![message(3), message(6)],
+    });
+    assert_eq!(seqs(drain(&mut v1rx)), vec![("message".into(), 6)]);
+    assert_eq!(seqs(drain(&mut v2rx)), vec![("message".into(), 6)]);
+    // Frames outside runs: `topic` is version 1's, `event` version 2's.
+    h.dispatch(Event::Room {
+        room: "r".into(),
+        seq: None,
+        frame: r#"{"type":"topic","room":"r","topic":"t","by":"a"}"#.into(),
+    });
+    assert_eq!(drain(&mut v1rx).len(), 1);
+    assert!(drain(&mut v2rx).is_empty());
 }

@@ -8,12 +8,14 @@
 //!   run in commit order (the fan-out relies on this to publish in seq order);
 //! - `(user, client id)` is unique: a repeated append returns the original seq, flagged duplicate.
 
+pub mod log;
 pub mod postgres;
 pub mod sqlite;
 pub mod suite;
+pub mod suite_log;
 
 use async_trait::async_trait;
-use chat_proto::{HistoryMessage, RoomInfo, RoomKind, Visibility};
+use chat_proto::{HistoryMessage, ReadState, RoomEvent, RoomInfo, RoomKind, Visibility};
 
 /// Why a storage call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -39,6 +41,14 @@ pub enum StoreError {
     /// same client id finds it. Worth retrying.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The event names a message that is not in the room (or, for an edit or a reaction, one
+    /// that is deleted). Nothing was written.
+    #[error("no such message")]
+    NoSuchMessage,
+    /// The event is not the user's to make (an edit of someone else's message). Nothing was
+    /// written.
+    #[error("not allowed")]
+    NotAllowed,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -76,6 +86,84 @@ pub struct NewMessage {
     pub from: String,
     pub client_id: String,
     pub body: String,
+    /// A message of the same room this one answers (checked by the caller: it exists).
+    pub reply_to: Option<u64>,
+}
+
+impl NewMessage {
+    pub fn new(room: &str, from: &str, client_id: &str, body: &str) -> Self {
+        Self {
+            room: room.to_owned(),
+            from: from.to_owned(),
+            client_id: client_id.to_owned(),
+            body: body.to_owned(),
+            reply_to: None,
+        }
+    }
+}
+
+/// A change to a room other than a message, applied atomically with the event that records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Replace the body of `target`, a message by the same user that is not deleted.
+    Edit {
+        target: u64,
+        body: String,
+    },
+    /// Tombstone `target` and remove its body (and its edits' bodies). The author may; with
+    /// `moderator` (the caller checked the role) anyone may.
+    Delete {
+        target: u64,
+        moderator: bool,
+    },
+    /// Set the user's one reaction to `target` (not deleted).
+    React {
+        target: u64,
+        emoji: String,
+    },
+    /// Remove the user's reaction `emoji` to `target`.
+    Unreact {
+        target: u64,
+        emoji: String,
+    },
+    Topic {
+        topic: String,
+    },
+    /// Become a member (using up an invite). Nothing is recorded if already one.
+    Join,
+    /// Stop being a member (and lose an invite). Nothing is recorded if not one.
+    Leave,
+}
+
+/// A change to apply to `room`, made by `from`.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub room: String,
+    pub from: String,
+    pub change: Change,
+}
+
+/// What applying a change stored: the event, or `None` when there was nothing to change (a
+/// reaction already there, a message already deleted, a join by a member).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub room: String,
+    pub event: Option<RoomEvent>,
+}
+
+/// Who reads history: `user` decides each reaction's `me`; `tombstones` says whether deleted
+/// messages show (protocol 2) or are left out (protocol 1).
+#[derive(Debug, Clone, Copy)]
+pub struct Viewer<'a> {
+    pub user: &'a str,
+    pub tombstones: bool,
+}
+
+/// A message's author and whether it is deleted: what permission checks need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    pub from: String,
+    pub deleted: bool,
 }
 
 /// The outcome of an append: where the message is, and whether it had been stored before.
@@ -88,29 +176,35 @@ pub struct Appended {
     pub from: String,
     pub client_id: String,
     pub body: String,
+    pub reply_to: Option<u64>,
     pub duplicate: bool,
 }
 
-/// Called once per append, after the commit (or its failure), in commit order, on the store's
-/// writer thread: it must not block. If the store drops it uncalled (shutdown, a batch that could
-/// not start), it reports `Closed`, so no sender waits forever for an ack.
-pub struct AppendDone(Option<AppendFn>);
+/// Called once per append (or applied change), after the commit (or its failure), in commit
+/// order, on the store's writer thread: it must not block. If the store drops it uncalled
+/// (shutdown, a batch that could not start), it reports `Closed`, so no sender waits forever.
+pub struct Done<T: 'static>(Option<DoneFn<T>>);
 
-type AppendFn = Box<dyn FnOnce(Result<Appended, StoreError>) + Send>;
+type DoneFn<T> = Box<dyn FnOnce(Result<T, StoreError>) + Send>;
 
-impl AppendDone {
-    pub fn new(f: impl FnOnce(Result<Appended, StoreError>) + Send + 'static) -> Self {
+/// The completion of an [`Store::append`].
+pub type AppendDone = Done<Appended>;
+/// The completion of an [`Store::apply`].
+pub type ApplyDone = Done<Applied>;
+
+impl<T: 'static> Done<T> {
+    pub fn new(f: impl FnOnce(Result<T, StoreError>) + Send + 'static) -> Self {
         Self(Some(Box::new(f)))
     }
 
-    pub fn call(mut self, result: Result<Appended, StoreError>) {
+    pub fn call(mut self, result: Result<T, StoreError>) {
         if let Some(f) = self.0.take() {
             f(result);
         }
     }
 }
 
-impl Drop for AppendDone {
+impl<T: 'static> Drop for Done<T> {
     fn drop(&mut self) {
         if let Some(f) = self.0.take() {
             f(Err(StoreError::Closed));
@@ -181,17 +275,30 @@ pub trait Store: Send + Sync + 'static {
     /// Queues a message for the next group commit. Returns once queued (waiting while the queue
     /// is full: that is the back-pressure); `done` runs after the commit.
     async fn append(&self, msg: NewMessage, done: AppendDone) -> Result<(), StoreError>;
-    /// The room's highest committed seq (0 when empty).
+    /// Queues a change for the next group commit, like `append`: its event takes the room's
+    /// next seq, and `done` runs after the commit, in commit order with the appends.
+    async fn apply(&self, event: NewEvent, done: ApplyDone) -> Result<(), StoreError>;
+    /// The room's highest committed seq, over events of every kind (0 when empty).
     async fn latest_seq(&self, room: &str) -> Result<u64, StoreError>;
-    /// Up to `limit` messages with seq below `before` (or the latest), ascending, and whether
-    /// older ones remain.
+    /// Up to `limit` messages with seq below `before` (or the latest), ascending, folded (current
+    /// body, edit time, reply target, reaction counts as `viewer` sees them), and whether older
+    /// ones remain. Deleted ones count and show only with `viewer.tombstones`.
     async fn history_before(
         &self,
         room: &str,
         before: Option<u64>,
         limit: u32,
+        viewer: Viewer<'_>,
     ) -> Result<(Vec<HistoryMessage>, bool), StoreError>;
-    /// Up to `limit` messages with `after < seq <= upto`, ascending.
+    /// The messages of `room` with these seqs (at most a page), folded as `history_before`.
+    async fn messages_at(
+        &self,
+        room: &str,
+        seqs: &[u64],
+        viewer: Viewer<'_>,
+    ) -> Result<Vec<HistoryMessage>, StoreError>;
+    /// Up to `limit` messages (not deleted) with `after < seq <= upto`, ascending: protocol 1's
+    /// replay, current bodies, no reactions.
     async fn messages_between(
         &self,
         room: &str,
@@ -199,6 +306,23 @@ pub trait Store: Send + Sync + 'static {
         upto: u64,
         limit: u32,
     ) -> Result<Vec<HistoryMessage>, StoreError>;
+    /// Up to `limit` events of every kind with `after < seq <= upto`, ascending: protocol 2's
+    /// replay. A message event carries the message's current body.
+    async fn events_between(
+        &self,
+        room: &str,
+        after: u64,
+        upto: u64,
+        limit: u32,
+    ) -> Result<Vec<RoomEvent>, StoreError>;
+    /// The author of message `seq` and whether it is deleted; `None` if `seq` is no message.
+    async fn message_info(&self, room: &str, seq: u64) -> Result<Option<MessageInfo>, StoreError>;
+
+    /// Moves `user`'s read position in `room` up to `seq` (clamped to the room's latest seq;
+    /// never back) and returns the read state after.
+    async fn mark_read(&self, user: &str, room: &str, seq: u64) -> Result<ReadState, StoreError>;
+    /// `user`'s read state in `room`.
+    async fn read_state(&self, user: &str, room: &str) -> Result<ReadState, StoreError>;
 
     /// Waits until everything queued so far is committed (used at shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
@@ -208,6 +332,20 @@ pub trait Store: Send + Sync + 'static {
     fn commit_metrics(&self) -> Option<crate::metrics::StoreMetrics> {
         None
     }
+}
+
+/// Applies and waits for the commit: for tests and tools.
+pub async fn apply_and_wait(store: &dyn Store, event: NewEvent) -> Result<Applied, StoreError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    store
+        .apply(
+            event,
+            ApplyDone::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )
+        .await?;
+    rx.await.map_err(|_| StoreError::Closed)?
 }
 
 /// Appends and waits for the commit: for tests and tools, not the hot path.

@@ -5,16 +5,17 @@ use std::sync::Arc;
 
 use chat_proto::{RoomKind, Visibility};
 
-use super::{AppendDone, NewMessage, Store, StoreError, append_and_wait};
+use super::{AppendDone, NewMessage, Store, StoreError, Viewer, append_and_wait};
 
 fn msg(room: &str, from: &str, id: &str, body: &str) -> NewMessage {
-    NewMessage {
-        room: room.into(),
-        from: from.into(),
-        client_id: id.into(),
-        body: body.into(),
-    }
+    NewMessage::new(room, from, id, body)
 }
+
+/// How a protocol-1 reader (no tombstones) named `alice` reads history.
+const V1: Viewer<'static> = Viewer {
+    user: "alice",
+    tombstones: false,
+};
 
 /// Runs every check below in order on one empty store; panics on the first failure.
 pub async fn run_all(store: Arc<dyn Store>) {
@@ -26,6 +27,51 @@ pub async fn run_all(store: Arc<dyn Store>) {
     history_pages(&*store).await;
     pages_owners_and_deletion(&*store).await;
     commits_are_measured(&*store).await;
+    super::suite_log::run_all(&*store).await;
+    fold_property_fixed(&*store).await;
+}
+
+/// The fold property on one fixed, busy sequence (random ones run on SQLite's tests).
+async fn fold_property_fixed(s: &dyn Store) {
+    use super::suite_log::Op;
+    for u in ["pa", "pb", "pc"] {
+        s.create_user(u, "h").await.expect("user");
+    }
+    s.create_room("fold", Visibility::Public, "", "pa")
+        .await
+        .expect("room");
+    let ops: Vec<Op> = (0..40)
+        .map(|i| match i % 7 {
+            0 | 3 => Op::Send {
+                user: i % 3,
+                reply: (i % 2 == 0).then_some(i),
+            },
+            1 => Op::React {
+                user: i % 3,
+                msg: i,
+                emoji: i % 3,
+            },
+            2 => Op::Edit {
+                user: i % 3,
+                msg: i / 2,
+            },
+            4 => Op::Unreact {
+                user: (i + 1) % 3,
+                msg: i,
+                emoji: (i / 7) % 3,
+            },
+            5 => Op::React {
+                user: (i + 2) % 3,
+                msg: i + 1,
+                emoji: (i + 1) % 3,
+            },
+            _ => Op::Delete {
+                user: i % 3,
+                msg: i / 3,
+            },
+        })
+        .collect();
+    super::suite_log::fold_matches_history(s, "fold", &ops).await;
 }
 
 /// After the appends above, the group commit's histograms have seen them (a store that keeps
@@ -327,7 +373,7 @@ async fn concurrent_appends_complete_in_seq_order(s: Arc<dyn Store>) {
 
 async fn history_pages(s: &dyn Store) {
     let latest = s.latest_seq("general").await.expect("seq");
-    let (page, more) = s.history_before("general", None, 10).await.expect("h");
+    let (page, more) = s.history_before("general", None, 10, V1).await.expect("h");
     assert_eq!(page.len(), 10);
     assert!(more);
     assert_eq!(page.last().expect("last").seq, latest);
@@ -337,14 +383,17 @@ async fn history_pages(s: &dyn Store) {
     );
     let first = page[0].seq;
     let (older, _) = s
-        .history_before("general", Some(first), 3)
+        .history_before("general", Some(first), 3, V1)
         .await
         .expect("h");
     assert_eq!(
         older.iter().map(|m| m.seq).collect::<Vec<_>>(),
         vec![first - 3, first - 2, first - 1]
     );
-    let (oldest, more) = s.history_before("general", Some(3), 10).await.expect("h");
+    let (oldest, more) = s
+        .history_before("general", Some(3), 10, V1)
+        .await
+        .expect("h");
     assert_eq!(oldest.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2]);
     assert!(!more);
     assert_eq!(oldest[0].from, "alice");
@@ -359,6 +408,9 @@ async fn history_pages(s: &dyn Store) {
         .await
         .expect("b");
     assert_eq!(capped.len(), 4);
-    let (empty, more) = s.history_before("dm:alice:bob", None, 10).await.expect("h");
+    let (empty, more) = s
+        .history_before("dm:alice:bob", None, 10, V1)
+        .await
+        .expect("h");
     assert!(empty.is_empty() && !more);
 }

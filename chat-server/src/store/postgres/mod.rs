@@ -12,6 +12,7 @@
 //! out of one is [`StoreError::Unavailable`].
 
 pub mod copy;
+mod log;
 mod queries;
 mod schema;
 #[doc(hidden)]

@@ -3,15 +3,18 @@
 
 use async_trait::async_trait;
 use chat_proto::limits::dm_room_name;
-use chat_proto::{HistoryMessage, RoomInfo, RoomKind, Visibility};
+use chat_proto::{HistoryMessage, ReadState, RoomEvent, RoomInfo, RoomKind, Visibility};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use super::log;
 use super::writer::Job;
 use super::{PgStore, db_err, deadline};
 use crate::clock::now_ms;
-use crate::store::{AppendDone, NewMessage, RoomRecord, Store, StoreError};
+use crate::store::{
+    AppendDone, ApplyDone, MessageInfo, NewEvent, NewMessage, RoomRecord, Store, StoreError, Viewer,
+};
 
 /// A room's columns as [`room_from_row`] reads them, from `rooms r`.
 const ROOM_COLUMNS: &str = "r.name, r.kind, r.visibility, r.topic, r.epoch, (SELECT u.name FROM users u WHERE u.id = r.owner_id)";
@@ -53,16 +56,6 @@ fn visibility_str(v: Visibility) -> &'static str {
 
 fn new_epoch() -> String {
     format!("{:016x}", rand::random::<u64>())
-}
-
-fn history_row(r: &Row) -> HistoryMessage {
-    HistoryMessage {
-        seq: r.get::<_, i64>(0) as u64,
-        id: r.get(1),
-        from: r.get(2),
-        body: r.get(3),
-        ts: r.get(4),
-    }
 }
 
 /// A seq from the protocol, clamped into PostgreSQL's BIGINT.
@@ -309,12 +302,14 @@ impl Store for PgStore {
         let sql = format!(
             "SELECT {ROOM_COLUMNS},
                 (SELECT COUNT(*) FROM members m WHERE m.room_id = r.id),
-                EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.user_id = $1)
+                EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.user_id = $1),
+                {}
              FROM rooms r
              WHERE r.name > $2 AND (r.visibility = 'public'
                 OR EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.user_id = $1)
                 OR EXISTS(SELECT 1 FROM invites i WHERE i.room_id = r.id AND i.user_id = $1))
-             ORDER BY r.name LIMIT $3"
+             ORDER BY r.name LIMIT $3",
+            log::read_columns("$1")
         );
         let rows = self
             .rows(&sql, &[&uid, &after.unwrap_or(""), &i64::from(limit)])
@@ -323,13 +318,15 @@ impl Store for PgStore {
             .iter()
             .map(|r| {
                 let rec = room_from_row(r);
+                let joined: bool = r.get(7);
                 RoomInfo {
                     room: rec.name,
                     kind: rec.kind,
                     visibility: rec.visibility,
                     topic: rec.topic,
                     members: r.get::<_, i64>(6) as u64,
-                    joined: r.get(7),
+                    joined,
+                    read: joined.then(|| log::read_from(r, 8)),
                 }
             })
             .collect())
@@ -513,26 +510,40 @@ impl Store for PgStore {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
+    async fn apply(&self, event: NewEvent, done: ApplyDone) -> Result<(), StoreError> {
+        self.jobs
+            .send(Job::Apply(event, done))
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
     async fn history_before(
         &self,
         room: &str,
         before: Option<u64>,
         limit: u32,
+        viewer: Viewer<'_>,
     ) -> Result<(Vec<HistoryMessage>, bool), StoreError> {
-        let rid = deadline(async { room_id(&self.conn().await?, room).await }).await?;
-        // One extra row tells whether older messages remain.
-        let rows = self
-            .rows(
-                "SELECT m.seq, m.client_id, u.name, m.body, m.ts FROM messages m JOIN users u ON u.id = m.user_id
-                 WHERE m.room_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3",
-                &[&rid, &before.map_or(i64::MAX, seq_arg), &(i64::from(limit) + 1)],
-            )
-            .await?;
-        let mut page: Vec<HistoryMessage> = rows.iter().map(history_row).collect();
-        let has_more = page.len() > limit as usize;
-        page.truncate(limit as usize);
-        page.reverse();
-        Ok((page, has_more))
+        deadline(async {
+            let c = self.conn().await?;
+            let rid = room_id(&c, room).await?;
+            log::history_before(&c, rid, before, limit, viewer).await
+        })
+        .await
+    }
+
+    async fn messages_at(
+        &self,
+        room: &str,
+        seqs: &[u64],
+        viewer: Viewer<'_>,
+    ) -> Result<Vec<HistoryMessage>, StoreError> {
+        deadline(async {
+            let c = self.conn().await?;
+            let rid = room_id(&c, room).await?;
+            log::messages_at(&c, rid, seqs, viewer).await
+        })
+        .await
     }
 
     async fn messages_between(
@@ -545,12 +556,58 @@ impl Store for PgStore {
         let rid = deadline(async { room_id(&self.conn().await?, room).await }).await?;
         let rows = self
             .rows(
-                "SELECT m.seq, m.client_id, u.name, m.body, m.ts FROM messages m JOIN users u ON u.id = m.user_id
-                 WHERE m.room_id = $1 AND m.seq > $2 AND m.seq <= $3 ORDER BY m.seq LIMIT $4",
+                &format!(
+                    "SELECT {} FROM messages m JOIN users u ON u.id = m.user_id
+                     WHERE m.room_id = $1 AND m.seq > $2 AND m.seq <= $3 AND m.kind = 0
+                     AND NOT m.deleted ORDER BY m.seq LIMIT $4",
+                    log::MSG_COLUMNS
+                ),
                 &[&rid, &seq_arg(after), &seq_arg(upto), &i64::from(limit)],
             )
             .await?;
-        Ok(rows.iter().map(history_row).collect())
+        Ok(rows.iter().map(log::folded).collect())
+    }
+
+    async fn events_between(
+        &self,
+        room: &str,
+        after: u64,
+        upto: u64,
+        limit: u32,
+    ) -> Result<Vec<RoomEvent>, StoreError> {
+        deadline(async {
+            let c = self.conn().await?;
+            let rid = room_id(&c, room).await?;
+            log::events_between(&c, rid, after, upto, limit).await
+        })
+        .await
+    }
+
+    async fn message_info(&self, room: &str, seq: u64) -> Result<Option<MessageInfo>, StoreError> {
+        deadline(async {
+            let c = self.conn().await?;
+            let rid = room_id(&c, room).await?;
+            log::message_info(&c, rid, seq).await
+        })
+        .await
+    }
+
+    async fn mark_read(&self, user: &str, room: &str, seq: u64) -> Result<ReadState, StoreError> {
+        deadline(async {
+            let c = self.conn().await?;
+            let uid = user_id(&c, user).await?;
+            log::mark_read(&c, uid, room, seq).await
+        })
+        .await
+    }
+
+    async fn read_state(&self, user: &str, room: &str) -> Result<ReadState, StoreError> {
+        deadline(async {
+            let c = self.conn().await?;
+            let uid = user_id(&c, user).await?;
+            log::read_state(&c, uid, room).await
+        })
+        .await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

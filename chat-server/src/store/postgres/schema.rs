@@ -13,7 +13,8 @@ use crate::store::StoreError;
 const MIGRATE_LOCK: i64 = 0x6368_6174_6d69_6772;
 
 /// Migrations in order; `schema_version.version` says how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 -- Names compare bytewise ("C"), as SQLite compares them: pages by name agree on both engines.
 CREATE TABLE users (
     id BIGSERIAL PRIMARY KEY,
@@ -62,7 +63,43 @@ CREATE TABLE messages (
 );
 -- One message per (sender, client id) on every node: a resend after a failover finds it.
 CREATE UNIQUE INDEX messages_by_client_id ON messages(user_id, client_id);
-"#];
+"#,
+    // Protocol 2: `messages` is the room's log, every kind of event a row (store/log.rs);
+    // reactions, read positions and mentions beside it. A row from before has kind 0, a message.
+    r#"
+ALTER TABLE messages
+    ADD COLUMN kind SMALLINT NOT NULL DEFAULT 0,
+    ADD COLUMN target BIGINT,
+    ADD COLUMN reply_to BIGINT,
+    ADD COLUMN edited_ts BIGINT,
+    ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT FALSE,
+    ADD COLUMN subject TEXT;
+-- A delete finds the edits of its message (partial: message rows have no target).
+CREATE INDEX messages_by_target ON messages(room_id, target) WHERE target IS NOT NULL;
+CREATE TABLE reactions (
+    room_id BIGINT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    seq BIGINT NOT NULL,
+    user_id BIGINT NOT NULL REFERENCES users(id),
+    emoji TEXT NOT NULL,
+    PRIMARY KEY (room_id, seq, user_id)
+);
+CREATE TABLE read_state (
+    user_id BIGINT NOT NULL REFERENCES users(id),
+    room_id BIGINT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    read_seq BIGINT NOT NULL,
+    PRIMARY KEY (user_id, room_id)
+);
+CREATE TABLE mentions (
+    room_id BIGINT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    user_id BIGINT NOT NULL REFERENCES users(id),
+    seq BIGINT NOT NULL,
+    PRIMARY KEY (room_id, user_id, seq)
+);
+-- Members from before have read what was there: unread counts start now, not at seq 1.
+INSERT INTO read_state (user_id, room_id, read_seq)
+    SELECT p.user_id, p.room_id, r.last_seq FROM members p JOIN rooms r ON r.id = p.room_id;
+"#,
+];
 
 /// The schema version this build knows (and migrates to).
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

@@ -10,12 +10,7 @@ use super::*;
 use crate::store::{AppendDone, Appended, NewMessage, Store, append_and_wait};
 
 fn msg(room: &str, from: &str, id: &str) -> NewMessage {
-    NewMessage {
-        room: room.into(),
-        from: from.into(),
-        client_id: id.into(),
-        body: format!("body of {id}"),
-    }
+    NewMessage::new(room, from, id, &format!("body of {id}"))
 }
 
 async fn admin(db: &TempDb) -> tokio_postgres::Client {
@@ -285,7 +280,18 @@ async fn db_copy_moves_a_sqlite_deployment() {
         ["alice", "bob"]
     );
     assert!(pg.is_invited("secret", "carol").await.expect("invited"));
-    let (page, more) = pg.history_before("general", None, 100).await.expect("h");
+    let (page, more) = pg
+        .history_before(
+            "general",
+            None,
+            100,
+            crate::store::Viewer {
+                user: "alice",
+                tombstones: false,
+            },
+        )
+        .await
+        .expect("h");
     assert!(!more);
     assert_eq!(
         page.iter().map(|m| m.seq).collect::<Vec<_>>(),

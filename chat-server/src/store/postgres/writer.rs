@@ -12,10 +12,11 @@ use std::collections::{BTreeMap, HashMap};
 use deadpool_postgres::{Object, Pool};
 use tokio::sync::{mpsc, oneshot};
 
+use super::log::{ApplyError, apply_one, mention_rows, store_mentions};
 use super::{OP_DEADLINE, db_err, pool_err, retryable};
 use crate::clock::now_ms;
 use crate::metrics::StoreMetrics;
-use crate::store::{AppendDone, Appended, NewMessage, StoreError};
+use crate::store::{AppendDone, Appended, Applied, ApplyDone, NewEvent, NewMessage, StoreError};
 
 /// Most jobs in one transaction, and the queue's bound: SQLite's numbers, so back-pressure
 /// starts at the same depth whichever engine runs.
@@ -26,6 +27,8 @@ const ATTEMPTS: u32 = 5;
 
 pub(super) enum Job {
     Append(NewMessage, AppendDone),
+    /// A change other than a message: its own transaction, in queue order with the batches.
+    Apply(NewEvent, ApplyDone),
     /// Answered once everything queued before it has its outcome.
     Flush(oneshot::Sender<Result<(), StoreError>>),
 }
@@ -49,34 +52,84 @@ async fn writer_loop(pool: Pool, mut rx: mpsc::Receiver<Job>, metrics: StoreMetr
                     msgs.push(m);
                     dones.push(d);
                 }
+                Job::Apply(e, d) => {
+                    // The messages queued before the change commit (and complete) first: the
+                    // change's checks and seq come after theirs.
+                    commit_messages(&pool, &metrics, &mut msgs, &mut dones, &mut flushes).await;
+                    let r = apply_with_retries(&pool, &e).await;
+                    d.call(r);
+                }
                 Job::Flush(f) => flushes.push(f),
             }
         }
-        let outcome = if msgs.is_empty() {
-            Ok(Vec::new())
-        } else {
-            let started = std::time::Instant::now();
-            let outcome = store_with_retries(&pool, &msgs).await;
-            metrics.batch(msgs.len(), started.elapsed());
-            outcome
-        };
-        match outcome {
-            Ok(results) => {
-                for (done, r) in dones.into_iter().zip(results) {
-                    done.call(r);
-                }
-                for f in flushes {
-                    let _ = f.send(Ok(()));
-                }
+        commit_messages(&pool, &metrics, &mut msgs, &mut dones, &mut flushes).await;
+    }
+}
+
+/// Stores the queued messages in one transaction and runs their completions, then answers the
+/// flushes queued with them.
+async fn commit_messages(
+    pool: &Pool,
+    metrics: &StoreMetrics,
+    msgs: &mut Vec<NewMessage>,
+    dones: &mut Vec<AppendDone>,
+    flushes: &mut Vec<oneshot::Sender<Result<(), StoreError>>>,
+) {
+    let outcome = if msgs.is_empty() {
+        Ok(Vec::new())
+    } else {
+        let started = std::time::Instant::now();
+        let outcome = store_with_retries(pool, msgs).await;
+        metrics.batch(msgs.len(), started.elapsed());
+        outcome
+    };
+    match outcome {
+        Ok(results) => {
+            for (done, r) in dones.drain(..).zip(results) {
+                done.call(r);
             }
-            Err(e) => {
-                tracing::error!(error = %e, messages = msgs.len(), "postgres batch failed; not acked");
-                for done in dones {
-                    done.call(Err(e.clone()));
+            for f in flushes.drain(..) {
+                let _ = f.send(Ok(()));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, messages = msgs.len(), "postgres batch failed; not acked");
+            for done in dones.drain(..) {
+                done.call(Err(e.clone()));
+            }
+            for f in flushes.drain(..) {
+                let _ = f.send(Err(e.clone()));
+            }
+        }
+    }
+    msgs.clear();
+}
+
+/// One change, retried like a batch on a serialization failure or a deadlock.
+async fn apply_with_retries(pool: &Pool, ev: &NewEvent) -> Result<Applied, StoreError> {
+    let mut attempt = 1;
+    loop {
+        let mut client = pool.get().await.map_err(pool_err)?;
+        match tokio::time::timeout(OP_DEADLINE, apply_one(&mut client, ev)).await {
+            Ok(Ok(applied)) => return Ok(applied),
+            Ok(Err(ApplyError::Refused(e))) => return Err(e),
+            Ok(Err(ApplyError::Db(e))) if retryable(&e) && attempt < ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(attempt))).await;
+            }
+            Ok(Err(ApplyError::Db(e))) => {
+                let e = db_err(e);
+                if matches!(e, StoreError::Unavailable(_)) {
+                    drop(Object::take(client));
                 }
-                for f in flushes {
-                    let _ = f.send(Err(e.clone()));
-                }
+                return Err(e);
+            }
+            Err(_) => {
+                drop(Object::take(client));
+                return Err(StoreError::Unavailable(format!(
+                    "a change did not commit within {}s",
+                    OP_DEADLINE.as_secs()
+                )));
             }
         }
     }
@@ -149,7 +202,7 @@ async fn store_batch(
         .unzip();
     let stmt = tx
         .prepare_cached(
-            "SELECT m.user_id, m.client_id, r.name, m.seq, m.ts, m.body
+            "SELECT m.user_id, m.client_id, r.name, m.seq, m.ts, m.body, m.reply_to
              FROM UNNEST($1::bigint[], $2::text[]) AS k(u, c)
              JOIN messages m ON m.user_id = k.u AND m.client_id = k.c
              JOIN rooms r ON r.id = m.room_id",
@@ -167,6 +220,7 @@ async fn store_batch(
                 from: String::new(),
                 client_id,
                 body: r.get(5),
+                reply_to: r.get::<_, Option<i64>>(6).map(|s| s as u64),
                 duplicate: true,
             },
         );
@@ -210,10 +264,10 @@ async fn store_batch(
     // One statement for every room's new messages: per row its room and seq.
     let insert = tx
         .prepare_cached(
-            "INSERT INTO messages (room_id, seq, user_id, client_id, body, ts)
-             SELECT t.r, t.s, t.u, t.c, t.b, $1
-             FROM UNNEST($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[])
-                  AS t(r, s, u, c, b)",
+            "INSERT INTO messages (room_id, seq, user_id, client_id, body, ts, reply_to)
+             SELECT t.r, t.s, t.u, t.c, t.b, $1, t.p
+             FROM UNNEST($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::bigint[])
+                  AS t(r, s, u, c, b, p)",
         )
         .await?;
     // The counters, all sent at once: tokio-postgres pipelines requests issued together on one
@@ -232,8 +286,15 @@ async fn store_batch(
     let bumped =
         futures_util::future::try_join_all(params.iter().map(|p| tx.query_opt(&bump, p))).await?;
     let mut seqs: HashMap<usize, u64> = HashMap::new();
-    let (mut rs, mut ss, mut us, mut cs, mut bs) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut rs, mut ss, mut us, mut cs, mut bs, mut ps) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::<Option<i64>>::new(),
+    );
+    let mut mentioned = (Vec::new(), Vec::new(), Vec::new());
     for (((_, idx), k), row) in rooms.iter().zip(&counts).zip(bumped) {
         let Some(row) = row else {
             for &i in idx.iter() {
@@ -251,10 +312,14 @@ async fn store_batch(
             us.push(uids[&msgs[i].from]);
             cs.push(msgs[i].client_id.as_str());
             bs.push(msgs[i].body.as_str());
+            ps.push(msgs[i].reply_to.map(|r| r.min(i64::MAX as u64) as i64));
+            mention_rows(rid, seq, &msgs[i].body, &mut mentioned);
         }
     }
     if !rs.is_empty() {
-        tx.execute(&insert, &[&ts, &rs, &ss, &us, &cs, &bs]).await?;
+        tx.execute(&insert, &[&ts, &rs, &ss, &us, &cs, &bs, &ps])
+            .await?;
+        store_mentions(&tx, &mentioned.0, &mentioned.1, &mentioned.2).await?;
     }
     tx.commit().await?;
 
@@ -271,6 +336,7 @@ async fn store_batch(
                 from: m.from.clone(),
                 client_id: m.client_id.clone(),
                 body: m.body.clone(),
+                reply_to: m.reply_to,
                 duplicate: false,
             }),
             Plan::DupOf(first) => match &out[first] {

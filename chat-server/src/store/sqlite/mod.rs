@@ -20,7 +20,13 @@ use crate::clock::now_ms;
 
 use std::collections::HashMap;
 
-use super::{AppendDone, Appended, NewMessage, RoomRecord, Store, StoreError};
+use super::{
+    AppendDone, Appended, ApplyDone, MessageInfo, NewEvent, NewMessage, RoomRecord, Store,
+    StoreError, Viewer,
+};
+use chat_proto::{ReadState, RoomEvent};
+
+mod log;
 
 /// A unit of work for the writer thread: runs inside the batch's transaction and returns what to
 /// do once the commit's outcome is known.
@@ -150,6 +156,42 @@ ALTER TABLE rooms DROP COLUMN last_seq;
     r#"
 ALTER TABLE rooms ADD COLUMN owner_id INTEGER REFERENCES users(id);
 CREATE INDEX rooms_by_owner ON rooms(owner_id);
+"#,
+    // Protocol 2: `messages` is the room's log, every kind of event a row (store/log.rs);
+    // reactions, read positions and mentions beside it. A row from before has kind 0, a message.
+    r#"
+ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN target INTEGER;
+ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+ALTER TABLE messages ADD COLUMN edited_ts INTEGER;
+ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN subject TEXT;
+-- A delete finds the edits of its message (partial: message rows have no target).
+CREATE INDEX messages_by_target ON messages(room_id, target) WHERE target IS NOT NULL;
+CREATE TABLE reactions (
+    room_id INTEGER NOT NULL REFERENCES rooms(id),
+    seq INTEGER NOT NULL,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    emoji TEXT NOT NULL,
+    PRIMARY KEY (room_id, seq, user_id)
+) WITHOUT ROWID;
+CREATE TABLE read_state (
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    room_id INTEGER NOT NULL REFERENCES rooms(id),
+    read_seq INTEGER NOT NULL,
+    PRIMARY KEY (user_id, room_id)
+) WITHOUT ROWID;
+CREATE TABLE mentions (
+    room_id INTEGER NOT NULL REFERENCES rooms(id),
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user_id, seq)
+) WITHOUT ROWID;
+-- Members from before have read what was there: unread counts start now, not at seq 1.
+INSERT INTO read_state (user_id, room_id, read_seq)
+    SELECT p.user_id, p.room_id,
+        COALESCE((SELECT MAX(m.seq) FROM messages m WHERE m.room_id = p.room_id), 0)
+    FROM members p;
 "#,
 ];
 
@@ -714,15 +756,15 @@ fn append_one(w: &mut Writer, msg: &NewMessage) -> Result<Appended, StoreError> 
     let inserted = w
         .conn
         .prepare_cached(
-            "INSERT INTO messages (room_id, seq, user_id, client_id, body, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO messages (room_id, seq, user_id, client_id, body, ts, reply_to) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (user_id, client_id) DO NOTHING",
         )?
-        .execute(params![rid, seq, uid, msg.client_id, msg.body, ts])?;
+        .execute(params![rid, seq, uid, msg.client_id, msg.body, ts, msg.reply_to.map(|r| r.min(i64::MAX as u64) as i64)])?;
     if inserted == 0 {
-        let (room, seq, ts, body) = w
+        let (room, seq, ts, body, reply_to) = w
             .conn
             .prepare_cached(
-                "SELECT r.name, m.seq, m.ts, m.body FROM messages m JOIN rooms r ON r.id = m.room_id
+                "SELECT r.name, m.seq, m.ts, m.body, m.reply_to FROM messages m JOIN rooms r ON r.id = m.room_id
                  WHERE m.user_id = ?1 AND m.client_id = ?2",
             )?
             .query_row(params![uid, msg.client_id], |r| {
@@ -731,6 +773,7 @@ fn append_one(w: &mut Writer, msg: &NewMessage) -> Result<Appended, StoreError> 
                     r.get::<_, i64>(1)?,
                     r.get::<_, i64>(2)?,
                     r.get::<_, String>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
                 ))
             })?;
         return Ok(Appended {
@@ -740,9 +783,11 @@ fn append_one(w: &mut Writer, msg: &NewMessage) -> Result<Appended, StoreError> 
             from: msg.from.clone(),
             client_id: msg.client_id.clone(),
             body,
+            reply_to: reply_to.map(|r| r as u64),
             duplicate: true,
         });
     }
+    log::store_mentions(w, rid, seq, &msg.body)?;
     w.rooms.insert(msg.room.clone(), (rid, seq));
     Ok(Appended {
         room: msg.room.clone(),
@@ -751,26 +796,9 @@ fn append_one(w: &mut Writer, msg: &NewMessage) -> Result<Appended, StoreError> 
         from: msg.from.clone(),
         client_id: msg.client_id.clone(),
         body: msg.body.clone(),
+        reply_to: msg.reply_to,
         duplicate: false,
     })
-}
-
-fn history_rows(
-    conn: &Connection,
-    sql: &str,
-    args: impl rusqlite::Params,
-) -> Result<Vec<HistoryMessage>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(args, |r| {
-        Ok(HistoryMessage {
-            seq: r.get::<_, i64>(0)? as u64,
-            id: r.get(1)?,
-            from: r.get(2)?,
-            body: r.get(3)?,
-            ts: r.get(4)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 #[async_trait]
@@ -898,7 +926,8 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {ROOM_COLUMNS},
                     (SELECT COUNT(*) FROM members m WHERE m.room_id = r.id),
-                    EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.user_id = ?1)
+                    EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.user_id = ?1),
+                    r.id
                  FROM rooms r
                  WHERE r.name > ?2 AND (r.visibility = 'public'
                     OR EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.user_id = ?1)
@@ -907,16 +936,28 @@ impl Store for SqliteStore {
             ))?;
             let rows = stmt.query_map(params![uid, after, limit], |r| {
                 let rec = room_from_row(r)?;
-                Ok(RoomInfo {
-                    room: rec.name,
-                    kind: rec.kind,
-                    visibility: rec.visibility,
-                    topic: rec.topic,
-                    members: r.get::<_, i64>(6)? as u64,
-                    joined: r.get(7)?,
-                })
+                Ok((
+                    r.get::<_, i64>(8)?,
+                    RoomInfo {
+                        room: rec.name,
+                        kind: rec.kind,
+                        visibility: rec.visibility,
+                        topic: rec.topic,
+                        members: r.get::<_, i64>(6)? as u64,
+                        joined: r.get(7)?,
+                        read: None,
+                    },
+                ))
             })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            let mut out: Vec<RoomInfo> = Vec::new();
+            for row in rows {
+                let (rid, mut info) = row?;
+                if info.joined {
+                    info.read = Some(log::read_state_ids(c, uid, rid)?);
+                }
+                out.push(info);
+            }
+            Ok(out)
         })
         .await
     }
@@ -1054,7 +1095,14 @@ impl Store for SqliteStore {
             else {
                 return Ok(false);
             };
-            for table in ["messages", "members", "invites"] {
+            for table in [
+                "messages",
+                "members",
+                "invites",
+                "reactions",
+                "read_state",
+                "mentions",
+            ] {
                 w.conn
                     .execute(&format!("DELETE FROM {table} WHERE room_id = ?1"), [rid])?;
             }
@@ -1136,27 +1184,70 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn apply(&self, event: NewEvent, done: ApplyDone) -> Result<(), StoreError> {
+        let job: Job = Box::new(move |w| {
+            let result = w.map_err(StoreError::clone).and_then(|w| {
+                let r = in_savepoint(w, |w| log::apply_one(w, &event));
+                if r.is_err() {
+                    w.rooms.remove(&event.room);
+                }
+                r
+            });
+            Box::new(move |commit| {
+                done.call(match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(batch_failed(e)),
+                })
+            })
+        });
+        self.inner
+            .jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
     async fn history_before(
         &self,
         room: &str,
         before: Option<u64>,
         limit: u32,
+        viewer: Viewer<'_>,
     ) -> Result<(Vec<HistoryMessage>, bool), StoreError> {
-        let room = room.to_owned();
+        let (room, user, tombstones) = (room.to_owned(), viewer.user.to_owned(), viewer.tombstones);
         self.read(move |c| {
-            let rid = room_id(c, &room)?;
-            let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
-            // One extra row tells whether older messages remain.
-            let mut rows = history_rows(
+            log::history_before(
                 c,
-                "SELECT m.seq, m.client_id, u.name, m.body, m.ts FROM messages m JOIN users u ON u.id = m.user_id
-                 WHERE m.room_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3",
-                params![rid, before, i64::from(limit) + 1],
-            )?;
-            let has_more = rows.len() > limit as usize;
-            rows.truncate(limit as usize);
-            rows.reverse();
-            Ok((rows, has_more))
+                &room,
+                before,
+                limit,
+                Viewer {
+                    user: &user,
+                    tombstones,
+                },
+            )
+        })
+        .await
+    }
+
+    async fn messages_at(
+        &self,
+        room: &str,
+        seqs: &[u64],
+        viewer: Viewer<'_>,
+    ) -> Result<Vec<HistoryMessage>, StoreError> {
+        let (room, seqs) = (room.to_owned(), seqs.to_vec());
+        let (user, tombstones) = (viewer.user.to_owned(), viewer.tombstones);
+        self.read(move |c| {
+            log::messages_at(
+                c,
+                &room,
+                &seqs,
+                Viewer {
+                    user: &user,
+                    tombstones,
+                },
+            )
         })
         .await
     }
@@ -1169,16 +1260,36 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<HistoryMessage>, StoreError> {
         let room = room.to_owned();
-        self.read(move |c| {
-            let rid = room_id(c, &room)?;
-            history_rows(
-                c,
-                "SELECT m.seq, m.client_id, u.name, m.body, m.ts FROM messages m JOIN users u ON u.id = m.user_id
-                 WHERE m.room_id = ?1 AND m.seq > ?2 AND m.seq <= ?3 ORDER BY m.seq LIMIT ?4",
-                params![rid, after.min(i64::MAX as u64) as i64, upto.min(i64::MAX as u64) as i64, limit],
-            )
-        })
-        .await
+        self.read(move |c| log::messages_between(c, &room, after, upto, limit))
+            .await
+    }
+
+    async fn events_between(
+        &self,
+        room: &str,
+        after: u64,
+        upto: u64,
+        limit: u32,
+    ) -> Result<Vec<RoomEvent>, StoreError> {
+        let room = room.to_owned();
+        self.read(move |c| log::events_between(c, &room, after, upto, limit))
+            .await
+    }
+
+    async fn message_info(&self, room: &str, seq: u64) -> Result<Option<MessageInfo>, StoreError> {
+        let room = room.to_owned();
+        self.read(move |c| log::message_info(c, &room, seq)).await
+    }
+
+    async fn mark_read(&self, user: &str, room: &str, seq: u64) -> Result<ReadState, StoreError> {
+        let (user, room) = (user.to_owned(), room.to_owned());
+        self.write_with(move |w| log::mark_read(w, &user, &room, seq))
+            .await
+    }
+
+    async fn read_state(&self, user: &str, room: &str) -> Result<ReadState, StoreError> {
+        let (user, room) = (user.to_owned(), room.to_owned());
+        self.read(move |c| log::read_state(c, &user, &room)).await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -1193,6 +1304,49 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn op() -> impl proptest::strategy::Strategy<Value = crate::store::suite_log::Op> {
+        use crate::store::suite_log::Op;
+        use proptest::prelude::*;
+        let u = 0..3usize;
+        prop_oneof![
+            3 => (u.clone(), proptest::option::of(0..8usize))
+                .prop_map(|(user, reply)| Op::Send { user, reply }),
+            2 => (u.clone(), 0..8usize).prop_map(|(user, msg)| Op::Edit { user, msg }),
+            1 => (u.clone(), 0..8usize).prop_map(|(user, msg)| Op::Delete { user, msg }),
+            3 => (u.clone(), 0..8usize, 0..3usize)
+                .prop_map(|(user, msg, emoji)| Op::React { user, msg, emoji }),
+            2 => (u, 0..8usize, 0..3usize)
+                .prop_map(|(user, msg, emoji)| Op::Unreact { user, msg, emoji }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 24, ..Default::default() })]
+        /// Any interleaving of messages, edits, deletes and reactions, caught up from any seq,
+        /// folds to what `history` says.
+        #[test]
+        fn any_history_replayed_from_any_seq_folds_to_history(
+            ops in proptest::collection::vec(op(), 1..40)
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let store = SqliteStore::open(&dir.path().join("fold.db")).expect("open");
+                for u in ["pa", "pb", "pc"] {
+                    store.create_user(u, "h").await.expect("user");
+                }
+                store
+                    .create_room("fold", Visibility::Public, "", "pa")
+                    .await
+                    .expect("room");
+                crate::store::suite_log::fold_matches_history(&store, "fold", &ops).await;
+            });
+        }
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn passes_the_store_suite() {
@@ -1223,12 +1377,7 @@ mod tests {
 
     async fn append(s: &SqliteStore, room: &str, id: &str) -> Appended {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let msg = NewMessage {
-            room: room.into(),
-            from: "alice".into(),
-            client_id: id.into(),
-            body: "hi".into(),
-        };
+        let msg = NewMessage::new(room, "alice", id, "hi");
         s.append(msg, AppendDone::new(move |r| drop(tx.send(r))))
             .await
             .expect("queued");
@@ -1237,12 +1386,7 @@ mod tests {
 
     async fn try_append(s: &SqliteStore, room: &str, id: &str) -> Result<Appended, StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let msg = NewMessage {
-            room: room.into(),
-            from: "alice".into(),
-            client_id: id.into(),
-            body: "hi".into(),
-        };
+        let msg = NewMessage::new(room, "alice", id, "hi");
         s.append(msg, AppendDone::new(move |r| drop(tx.send(r))))
             .await
             .expect("queued");
