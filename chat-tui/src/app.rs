@@ -116,14 +116,13 @@ pub struct App {
 fn fill_gap(r: &mut Room) -> Option<Command> {
     let fetch = r.gap()?;
     r.fetching = true;
-    Some(Command::Send(
-        ClientFrame::History {
-            room: r.name.clone(),
-            before_seq: Some(fetch.before),
-            limit: Some(fetch.limit),
-        },
-        None,
-    ))
+    let frame = ClientFrame::History {
+        room: r.name.clone(),
+        before_seq: Some(fetch.before),
+        limit: Some(fetch.limit),
+    };
+    r.fetch = Some(fetch);
+    Some(Command::Send(frame, None))
 }
 
 fn message_from(h: HistoryMessage) -> Message {
@@ -711,8 +710,10 @@ impl App {
                 }
                 r.snapshot(&epoch, catch_up == CatchUp::Reload, msgs, latest_seq);
                 r.live = complete;
+                r.joined_latest = latest_seq;
                 let mut out = vec![];
                 if complete {
+                    r.caught_up(latest_seq);
                     out.extend(self.after_caught_up(&room));
                 }
                 if self.focus.is_none() {
@@ -734,6 +735,8 @@ impl App {
                 }
                 r.live = complete;
                 if complete {
+                    let latest = r.joined_latest;
+                    r.caught_up(latest);
                     self.after_caught_up(&room)
                 } else {
                     vec![]
@@ -785,11 +788,20 @@ impl App {
                 }
                 out
             }
-            ServerFrame::History { room, messages, .. } => {
+            ServerFrame::History {
+                room,
+                messages,
+                has_more,
+                ..
+            } => {
                 let r = self.room(&room);
                 r.fetching = false;
+                let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
                 for m in messages.into_iter().map(message_from) {
                     r.insert(m);
+                }
+                if let Some(f) = r.fetch.take() {
+                    r.gap_filled(&f, &seqs, has_more);
                 }
                 match fill_gap(r) {
                     Some(cmd) => vec![cmd],

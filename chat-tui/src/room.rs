@@ -43,6 +43,12 @@ pub struct Fetch {
     pub limit: u32,
 }
 
+impl Fetch {
+    pub fn new(before: u64, limit: u32) -> Self {
+        Self { before, limit }
+    }
+}
+
 /// Wrapped rows per message seq, with the width they were wrapped at.
 pub type WrapCache =
     std::cell::RefCell<std::collections::HashMap<u64, (usize, std::rc::Rc<Vec<String>>)>>;
@@ -70,6 +76,11 @@ pub struct Room {
     pub live: bool,
     /// A history request to fill a gap is on its way.
     pub fetching: bool,
+    /// The gap that request asks for, to tell from its answer which seqs are no messages.
+    pub fetch: Option<Fetch>,
+    /// The `latest_seq` of the current `joined`: once its replay is complete, every message up
+    /// to it is held.
+    pub joined_latest: u64,
     /// Where the "new since you last read" line goes: the read position when the room was last
     /// brought on screen.
     pub marker: Option<u64>,
@@ -126,6 +137,31 @@ impl Room {
         }
         if self.contiguous < latest && self.messages.is_empty() {
             self.contiguous = latest;
+        }
+    }
+
+    /// The snapshot (and its replay) is complete: every message up to `latest` is held. The
+    /// seqs among them that are no message (a join, an edit, a reaction: the server numbers every
+    /// event of the room, and protocol 1 sees only the messages) are no gap.
+    pub fn caught_up(&mut self, latest: u64) {
+        self.contiguous = self.contiguous.max(latest);
+        while self.messages.contains_key(&(self.contiguous + 1)) {
+            self.contiguous += 1;
+        }
+    }
+
+    /// The answer to the gap request `f`: `history` gives the newest messages below
+    /// `f.before`, so when the oldest of them is at or below the contiguous run (or no older
+    /// ones remain), every seq of the gap that did not come is no message, and the run closes
+    /// over it. Otherwise the next request asks for what is below them.
+    pub fn gap_filled(&mut self, f: &Fetch, seqs: &[u64], has_more: bool) {
+        let lowest = seqs.iter().min().copied();
+        let covered = !has_more || lowest.is_some_and(|l| l <= self.contiguous + 1);
+        if covered && f.before > self.contiguous + 1 {
+            self.contiguous = f.before - 1;
+        }
+        while self.messages.contains_key(&(self.contiguous + 1)) {
+            self.contiguous += 1;
         }
     }
 
@@ -400,5 +436,36 @@ mod tests {
         assert_eq!(r.typing_line().as_deref(), Some("bob is typing…"));
         r.set_typing("bob", false, t0);
         assert_eq!(r.typing_line(), None);
+    }
+
+    #[test]
+    fn seqs_that_are_no_messages_are_not_a_gap_to_fetch_forever() {
+        let mut r = Room::new("r");
+        // A replay up to seq 8 whose seqs 6 and 8 are a join and an edit.
+        r.snapshot("e", false, vec![m(5, "a"), m(7, "b")], 8);
+        r.caught_up(8);
+        assert_eq!((r.contiguous, r.gap()), (8, None));
+        // Live: seq 9 was a reaction, 10 a message.
+        r.insert(m(10, "c"));
+        let f = r.gap().expect("a jump");
+        assert_eq!((f.before, f.limit), (10, 1));
+        // The answer is the newest message below 10: seq 7, older than the gap.
+        r.gap_filled(&f, &[7], true);
+        assert_eq!(
+            (r.contiguous, r.gap()),
+            (10, None),
+            "closed, not asked again"
+        );
+        // A gap whose answer stops above the run (cut by bytes): the rest is asked next.
+        r.insert(m(20, "d"));
+        let f = r.gap().expect("a jump");
+        r.insert(m(18, "e"));
+        r.insert(m(19, "f"));
+        r.gap_filled(&f, &[18, 19], true);
+        assert_eq!(r.contiguous, 10);
+        let next = r.gap().expect("the rest");
+        assert_eq!(next.before, 18);
+        r.gap_filled(&next, &[], false);
+        assert_eq!((r.contiguous, r.gap()), (20, None));
     }
 }
