@@ -18,8 +18,8 @@ pub use codec::{DecodeError, Envelope, decode_client, decode_server, encode, enc
 pub use error_code::ErrorCode;
 pub use frames::{CLIENT_FRAME_TYPES, ClientFrame, SERVER_FRAME_TYPES, ServerFrame};
 pub use types::{
-    CatchUp, HistoryMessage, Limits, Member, PresenceChange, Ref, RoomInfo, RoomKind, Status,
-    Visibility,
+    CatchUp, HistoryMessage, Limits, Member, PresenceChange, Ref, RoomInfo, RoomKind, SessionInfo,
+    Status, Visibility,
 };
 
 /// The newest protocol version this crate speaks. A client lists the versions it speaks in

@@ -23,6 +23,7 @@ pub mod outbox;
 pub mod presence;
 pub mod rate;
 mod reply;
+pub mod revocations;
 pub mod server;
 mod session;
 pub mod store;

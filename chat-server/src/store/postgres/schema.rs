@@ -13,7 +13,8 @@ use crate::store::StoreError;
 const MIGRATE_LOCK: i64 = 0x6368_6174_6d69_6772;
 
 /// Migrations in order; `schema_version.version` says how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 -- Names compare bytewise ("C"), as SQLite compares them: pages by name agree on both engines.
 CREATE TABLE users (
     id BIGSERIAL PRIMARY KEY,
@@ -62,7 +63,24 @@ CREATE TABLE messages (
 );
 -- One message per (sender, client id) on every node: a resend after a failover finds it.
 CREATE UNIQUE INDEX messages_by_client_id ON messages(user_id, client_id);
-"#];
+"#,
+    // Accounts (see `store::accounts`): disabled accounts, each token's last use (its issue, for
+    // the tokens already there), and the revocation log every node polls. Its writers take
+    // the table's EXCLUSIVE lock before inserting, so ids are assigned and committed in one
+    // order and a reader that saw id n has seen every row below it.
+    r#"
+ALTER TABLE users ADD COLUMN disabled_at BIGINT;
+ALTER TABLE tokens ADD COLUMN last_used_at BIGINT;
+UPDATE tokens SET last_used_at = created_at;
+ALTER TABLE tokens ALTER COLUMN last_used_at SET NOT NULL;
+CREATE TABLE token_revocations (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    hash BYTEA NOT NULL,
+    revoked_at BIGINT NOT NULL
+);
+CREATE INDEX token_revocations_by_time ON token_revocations(revoked_at);
+"#,
+];
 
 /// The schema version this build knows (and migrates to).
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
