@@ -21,7 +21,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Manage accounts without a running server (needed with --registration closed).
+    /// Manage accounts: no running server needed, and safe beside running ones on the same --db.
     #[command(subcommand)]
     User(UserCommand),
     /// Database tools.
@@ -48,6 +48,25 @@ pub enum UserCommand {
     /// Create an account; the password is read from standard input (one line).
     Add {
         /// Username: 1-32 of a-z 0-9 _ - starting with a letter or digit.
+        name: String,
+    },
+    /// List every account by name: when it was created, whether it is disabled, its sessions.
+    List,
+    /// Disable an account: it cannot log in, its tokens are revoked, and its connections on
+    /// running servers are closed (4003) within about 2 s.
+    Disable {
+        /// The account's username.
+        name: String,
+    },
+    /// Enable a disabled account again (its revoked tokens stay revoked).
+    Enable {
+        /// The account's username.
+        name: String,
+    },
+    /// Set an account's password, read from standard input (one line), and revoke every token
+    /// of it: its connections on running servers are closed (4003) within about 2 s.
+    ResetPassword {
+        /// The account's username.
         name: String,
     },
 }

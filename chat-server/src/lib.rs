@@ -30,6 +30,7 @@ pub mod store;
 pub mod throttle;
 pub mod tls;
 pub mod typing;
+pub mod users;
 // The `.chat` transcript parser shared by `conformance` and `fuzz/`; not used by the server.
 #[doc(hidden)]
 pub mod transcript;
