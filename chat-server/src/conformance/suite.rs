@@ -47,6 +47,10 @@ pub const TRANSCRIPTS: &[Transcript] = &[
     t!("24_presence_batching"),
     t!("25_room_lifecycle"),
     t!("26_pages"),
+    t!("41_change_password"),
+    t!("42_sessions"),
+    t!("43_session_bound"),
+    t!("44_account_frames_on_v1"),
 ];
 
 #[cfg(test)]
