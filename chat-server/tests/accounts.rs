@@ -78,10 +78,7 @@ async fn closed(c: &mut Client) -> Option<u16> {
 fn listed(db: &str, name: &str) -> Vec<String> {
     let out = user_ok(db, &["list"], "");
     let mut lines = out.lines();
-    assert!(
-        lines.next().is_some_and(|h| h.starts_with("NAME")),
-        "{out}"
-    );
+    assert!(lines.next().is_some_and(|h| h.starts_with("NAME")), "{out}");
     lines
         .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
         .find(|cols| cols[0] == name)
@@ -148,7 +145,10 @@ async fn the_user_commands_beside_a_running_server() {
     assert_eq!(listed(&db, "alice")[2], "-");
     let (mut alice, ok) = v2(&url, login("alice", "correct horse")).await;
     assert_eq!(ok["type"], "auth_ok", "{ok}");
-    assert_eq!(Client::connect_with(&url, Some(&token)).await.err(), Some(401));
+    assert_eq!(
+        Client::connect_with(&url, Some(&token)).await.err(),
+        Some(401)
+    );
 
     // Reset the password: the live connection closes, the old password is refused.
     let said = user_ok(&db, &["reset-password", "alice"], "battery staple\n");
@@ -185,7 +185,10 @@ async fn the_user_commands_beside_a_running_server() {
         assert!(err.contains(why), "{args:?}: {err}");
     }
     let (_, ok) = v2(&url, login("alice", "battery staple")).await;
-    assert_eq!(ok["type"], "auth_ok", "the short password was not set: {ok}");
+    assert_eq!(
+        ok["type"], "auth_ok",
+        "the short password was not set: {ok}"
+    );
 
     server.kill().expect("kill");
     server.wait().expect("reap");

@@ -877,6 +877,8 @@ impl App {
             | ServerFrame::DmOpened { .. }
             | ServerFrame::Ok
             | ServerFrame::Pong { .. } => vec![],
+            // A protocol-2 answer; this client speaks protocol 1 and never asks for it.
+            ServerFrame::SessionList { .. } => vec![],
             ServerFrame::Welcome { .. } | ServerFrame::AuthOk { .. } => vec![],
             ServerFrame::Error {
                 code,
