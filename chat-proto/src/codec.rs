@@ -276,6 +276,13 @@ mod tests {
                 status: crate::Status::Away,
             },
             ClientFrame::Ping,
+            ClientFrame::ChangePassword {
+                old_password: "o".into(),
+                new_password: "n".into(),
+                revoke_others: true,
+            },
+            ClientFrame::Sessions,
+            ClientFrame::RevokeSession { id: "s".into() },
         ];
         assert_eq!(samples.len(), CLIENT_FRAME_TYPES.len());
         for frame in samples {
@@ -298,6 +305,22 @@ mod tests {
         );
         assert_eq!(decode_server(&text).expect("decode").frame, f);
         assert_eq!(encode(&ServerFrame::Ok, None), r#"{"type":"ok"}"#);
+    }
+
+    #[test]
+    fn revoke_others_is_false_unless_asked_for() {
+        let f =
+            decode_client(r#"{"type":"change_password","old_password":"a","new_password":"b"}"#)
+                .expect("decode")
+                .frame;
+        assert!(matches!(
+            f,
+            ClientFrame::ChangePassword {
+                revoke_others: false,
+                ..
+            }
+        ));
+        assert_eq!(f.since_version(), 2);
     }
 
     #[test]

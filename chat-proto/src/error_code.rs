@@ -68,6 +68,12 @@ pub enum ErrorCode {
     Internal,
     /// The server is shutting down and accepts no more work.
     Unavailable,
+    /// Protocol 2. `revoke_session` named no session of this user (never one, or already
+    /// revoked). Not worth retrying: list the sessions again.
+    NoSuchSession,
+    /// The account was disabled by the server's operator: it cannot log in, and its name cannot
+    /// be registered again. Not worth retrying until the operator enables it.
+    AccountDisabled,
 }
 
 impl ErrorCode {
@@ -103,6 +109,8 @@ impl ErrorCode {
             Self::LimitReached => "limit_reached",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
+            Self::NoSuchSession => "no_such_session",
+            Self::AccountDisabled => "account_disabled",
         }
     }
 
@@ -137,6 +145,8 @@ impl ErrorCode {
         Self::LimitReached,
         Self::Internal,
         Self::Unavailable,
+        Self::NoSuchSession,
+        Self::AccountDisabled,
     ];
 }
 

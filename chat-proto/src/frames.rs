@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::ErrorCode;
 use crate::events::RoomEvent;
 use crate::types::{
-    CatchUp, HistoryMessage, Limits, Member, PresenceChange, ReadState, RoomInfo, Status,
-    Visibility,
+    CatchUp, HistoryMessage, Limits, Member, PresenceChange, ReadState, RoomInfo, SessionInfo,
+    Status, Visibility,
 };
 
 /// A frame the client sends.
@@ -127,6 +127,21 @@ pub enum ClientFrame {
     SetStatus { status: Status },
     /// Application-level ping, answered by `pong` (for round-trip time).
     Ping,
+    /// Protocol 2. Replace the user's password (`old_password` must be the current one); with
+    /// `revoke_others`, every other token of the user is revoked and its connections closed
+    /// (this connection's token stays). Answered by `ok`.
+    ChangePassword {
+        old_password: String,
+        new_password: String,
+        #[serde(default)]
+        revoke_others: bool,
+    },
+    /// Protocol 2. List the user's sessions (tokens), newest first. Answered by `session_list`.
+    Sessions,
+    /// Protocol 2. Revoke one of the user's sessions by the `id` `session_list` gave; its
+    /// connections close with 4003 (this one with 1000, like `logout`, if it is this one's).
+    /// Answered by `ok`.
+    RevokeSession { id: String },
 }
 
 impl ClientFrame {
@@ -159,6 +174,9 @@ impl ClientFrame {
             Self::Typing { .. } => "typing",
             Self::SetStatus { .. } => "set_status",
             Self::Ping => "ping",
+            Self::ChangePassword { .. } => "change_password",
+            Self::Sessions => "sessions",
+            Self::RevokeSession { .. } => "revoke_session",
         }
     }
 }
@@ -193,6 +211,7 @@ impl ClientFrame {
             | Self::React { .. }
             | Self::Unreact { .. }
             | Self::MarkRead { .. } => 2,
+            Self::ChangePassword { .. } | Self::Sessions | Self::RevokeSession { .. } => 2,
         }
     }
 }
@@ -224,6 +243,9 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "react",
     "unreact",
     "mark_read",
+    "change_password",
+    "sessions",
+    "revoke_session",
 ];
 
 /// A frame the server sends.
@@ -384,6 +406,8 @@ pub enum ServerFrame {
     },
     /// Answer to `ping`; `ts` is the server clock in ms since the Unix epoch.
     Pong { ts: i64 },
+    /// Protocol 2. Answer to `sessions`: the user's sessions, newest first.
+    SessionList { sessions: Vec<SessionInfo> },
     /// A request failed, or the connection is about to be closed.
     Error {
         code: ErrorCode,
@@ -417,6 +441,7 @@ pub const SERVER_FRAME_TYPES: &[&str] = &[
     "room_deleted",
     "member_list",
     "pong",
+    "session_list",
     "error",
     "event",
     "applied",

@@ -21,7 +21,7 @@ pub use events::{EventKind, Fold, Reaction, Role, RoomEvent};
 pub use frames::{CLIENT_FRAME_TYPES, ClientFrame, SERVER_FRAME_TYPES, ServerFrame};
 pub use types::{
     CatchUp, HistoryMessage, Limits, Member, PresenceChange, ReadState, Ref, RoomInfo, RoomKind,
-    Status, Visibility,
+    SessionInfo, Status, Visibility,
 };
 
 /// The newest protocol version this crate speaks. A client lists the versions it speaks in

@@ -141,3 +141,19 @@ pub struct Limits {
     /// Token bucket: burst size per user.
     pub rate_burst: u32,
 }
+
+/// One of a user's sessions (a token issued by `register` or `login`), as `session_list` shows
+/// it. The token itself is never shown again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The session's public id, for `revoke_session`: 16 hex characters derived one way from
+    /// the token's stored hash. It does not let anyone find or use the token.
+    pub id: String,
+    /// When the token was issued, in ms since the Unix epoch.
+    pub created_ts: i64,
+    /// When the token last authenticated a connection (issue counts), in ms since the Unix
+    /// epoch. Recorded at most once a minute per token.
+    pub last_used_ts: i64,
+    /// Whether this connection authenticated with this session's token.
+    pub current: bool,
+}

@@ -6,7 +6,7 @@
 
 use chat_proto::{
     CatchUp, ClientFrame, Envelope, ErrorCode, HistoryMessage, Limits, Member, Ref, RoomInfo,
-    RoomKind, ServerFrame, Status, Visibility, decode_client, decode_server, encode,
+    RoomKind, ServerFrame, SessionInfo, Status, Visibility, decode_client, decode_server, encode,
     limits::MAX_REF_BYTES,
 };
 use proptest::prelude::*;
@@ -157,7 +157,30 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         ),
         (text(), any::<bool>()).prop_map(|(room, active)| C::Typing { room, active }),
     ];
-    prop_oneof![accounts, rooms]
+    let sessions = prop_oneof![
+        (text(), text(), any::<bool>()).prop_map(|(old_password, new_password, revoke_others)| {
+            C::ChangePassword {
+                old_password,
+                new_password,
+                revoke_others,
+            }
+        }),
+        Just(C::Sessions),
+        text().prop_map(|id| C::RevokeSession { id }),
+    ];
+    prop_oneof![accounts, rooms, sessions]
+}
+
+fn sessions() -> impl Strategy<Value = Vec<SessionInfo>> {
+    let one = (text(), any::<i64>(), any::<i64>(), any::<bool>()).prop_map(
+        |(id, created_ts, last_used_ts, current)| SessionInfo {
+            id,
+            created_ts,
+            last_used_ts,
+            current,
+        },
+    );
+    proptest::collection::vec(one, 0..4)
 }
 
 fn server_frame() -> impl Strategy<Value = ServerFrame> {
@@ -186,6 +209,7 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
         (text(), text()).prop_map(|(room, user)| S::DmOpened { room, user }),
         text().prop_map(|room| S::Left { room }),
         any::<i64>().prop_map(|ts| S::Pong { ts }),
+        sessions().prop_map(|sessions| S::SessionList { sessions }),
         (
             select(ErrorCode::ALL.to_vec()),
             text(),

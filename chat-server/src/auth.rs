@@ -46,6 +46,16 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// A session's public id (`session_list`, `revoke_session`): the first 8 bytes of a SHA-256 of
+/// the token's stored hash, in hex. One way twice over, so it gives nothing towards the token,
+/// and it needs no column: tokens issued before sessions had ids have one too.
+pub fn session_id(token_hash: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"chat session id\0");
+    h.update(token_hash);
+    hex::encode(&h.finalize()[..8])
+}
+
 /// Tokens are 64 lowercase hex characters; anything else is refused before any lookup.
 pub fn token_well_formed(token: &str) -> bool {
     token.len() == 64
@@ -77,5 +87,18 @@ mod tests {
         assert!(!token_well_formed(&a.to_uppercase()));
         assert_ne!(token_hash(&a), token_hash(&b));
         assert_eq!(token_hash(&a), token_hash(&a));
+    }
+
+    #[test]
+    fn session_ids_are_short_stable_and_not_the_hash() {
+        let h = token_hash(&new_token());
+        let id = session_id(&h);
+        assert_eq!(id.len(), 16);
+        assert_eq!(id, session_id(&h));
+        assert_ne!(id, session_id(&token_hash(&new_token())));
+        assert!(
+            !hex::encode(h).contains(&id),
+            "not a piece of the stored hash"
+        );
     }
 }

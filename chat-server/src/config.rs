@@ -21,7 +21,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Manage accounts without a running server (needed with --registration closed).
+    /// Manage accounts: no running server needed, and safe beside running ones on the same --db.
     #[command(subcommand)]
     User(UserCommand),
     /// Database tools.
@@ -48,6 +48,25 @@ pub enum UserCommand {
     /// Create an account; the password is read from standard input (one line).
     Add {
         /// Username: 1-32 of a-z 0-9 _ - starting with a letter or digit.
+        name: String,
+    },
+    /// List every account by name: when it was created, whether it is disabled, its sessions.
+    List,
+    /// Disable an account: it cannot log in, its tokens are revoked, and its connections on
+    /// running servers are closed (4003) within about 2 s.
+    Disable {
+        /// The account's username.
+        name: String,
+    },
+    /// Enable a disabled account again (its revoked tokens stay revoked).
+    Enable {
+        /// The account's username.
+        name: String,
+    },
+    /// Set an account's password, read from standard input (one line), and revoke every token
+    /// of it: its connections on running servers are closed (4003) within about 2 s.
+    ResetPassword {
+        /// The account's username.
         name: String,
     },
 }
@@ -224,6 +243,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
     pub max_connections_per_user: usize,
 
+    /// Sessions (tokens not revoked) one user may have, 1-1000: a login past it revokes the
+    /// user's oldest token and closes its connections (4003).
+    #[arg(long, env = "CHAT_MAX_SESSIONS_PER_USER", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_sessions_per_user: u32,
+
     /// Rooms one user may create (direct-message rooms not counted); 0 = no limit.
     #[arg(long, env = "CHAT_MAX_ROOMS_PER_USER", default_value_t = 50)]
     pub max_rooms_per_user: u32,
@@ -268,8 +293,13 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     pub max_unauthenticated_per_ip: usize,
     pub max_connections_per_user: usize,
+    /// Tokens one user may have; a login past it revokes the oldest.
+    pub max_sessions_per_user: u32,
     pub max_rooms_per_user: u32,
     pub max_invites_per_hour: u32,
+    /// A token's `last_used_ts` is written when it authenticates and is older than this, so a
+    /// reconnect storm is not a write storm (not a flag: tests shorten it).
+    pub last_used_resolution: Duration,
     /// How long a reply that grows with the data waits for room in the outbound bounds before
     /// the request is refused (not a flag: tests shorten it).
     pub reply_wait: Duration,
@@ -350,8 +380,10 @@ impl ServeArgs {
             max_connections_per_ip: self.max_connections_per_ip,
             max_unauthenticated_per_ip: self.max_unauthenticated_per_ip,
             max_connections_per_user: self.max_connections_per_user,
+            max_sessions_per_user: self.max_sessions_per_user,
             max_rooms_per_user: self.max_rooms_per_user,
             max_invites_per_hour: self.max_invites_per_hour,
+            last_used_resolution: Duration::from_secs(60),
             reply_wait: Duration::from_secs(10),
         })
     }

@@ -26,12 +26,14 @@ pub mod outbox;
 pub mod presence;
 pub mod rate;
 mod reply;
+pub mod revocations;
 pub mod server;
 mod session;
 pub mod store;
 pub mod throttle;
 pub mod tls;
 pub mod typing;
+pub mod users;
 // The `.chat` transcript parser shared by `conformance` and `fuzz/`; not used by the server.
 #[doc(hidden)]
 pub mod transcript;

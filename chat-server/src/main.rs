@@ -1,6 +1,5 @@
 //! The `chat-server` binary: flags, logging, the database, and the signal that stops it.
 
-use std::io::BufRead;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -53,15 +52,15 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let user_to_add = match cli.command {
+    let user_command = match cli.command {
         Some(Command::Db(DbCommand::Copy { from, to })) => return copy_db(&from, &to).await,
-        Some(Command::User(UserCommand::Add { name })) => Some(name),
+        Some(Command::User(command)) => Some(command),
         None => None,
     };
     let config = cli.serve.into_config().map_err(anyhow::Error::msg)?;
-    let (store, _claim) = open_store(&config.db, user_to_add.is_none()).await?;
-    match user_to_add {
-        Some(name) => add_user(&*store, &name).await,
+    let (store, _claim) = open_store(&config.db, user_command.is_none()).await?;
+    match user_command {
+        Some(command) => user(&*store, command).await,
         None => serve(config, store).await,
     }
 }
@@ -75,8 +74,8 @@ fn shown(db: &Path) -> String {
 }
 
 /// Opens the store `--db` names. A serving server claims a SQLite file first (one server per
-/// file); `user add` beside a running server is fine (SQLite serialises the writes, and it
-/// touches no room's seqs). PostgreSQL has no claim: several nodes share it on purpose.
+/// file); the `user` commands beside a running server are fine (SQLite serialises the writes,
+/// and they touch no room's seqs). PostgreSQL has no claim: several nodes share it on purpose.
 async fn open_store(
     db: &Path,
     serving: bool,
@@ -116,26 +115,21 @@ async fn copy_db(from: &Path, to: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn add_user(store: &dyn Store, name: &str) -> anyhow::Result<()> {
-    chat_proto::limits::check_username(name).map_err(anyhow::Error::msg)?;
-    let mut password = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut password)
-        .context("reading the password from standard input")?;
-    let password = password.trim_end_matches(['\r', '\n']);
-    if let Err(why) = chat_proto::limits::check_password(password) {
-        bail!("{why} (the password is read from standard input, one line)");
-    }
-    let hash = chat_server::auth::hash_password(password).map_err(anyhow::Error::msg)?;
-    match store.create_user(name, &hash).await {
-        Ok(()) => {
-            println!("created user {name}");
-            Ok(())
+/// `chat-server user ...`: one line on standard output saying what was done (or the table).
+async fn user(store: &dyn Store, command: UserCommand) -> anyhow::Result<()> {
+    use chat_server::users;
+    let password = || users::read_password(&mut std::io::stdin().lock());
+    let done = match command {
+        UserCommand::Add { name } => users::add(store, &name, password).await?,
+        UserCommand::List => return Ok(users::list(store, &mut std::io::stdout().lock()).await?),
+        UserCommand::Disable { name } => users::disable(store, &name).await?,
+        UserCommand::Enable { name } => users::enable(store, &name).await?,
+        UserCommand::ResetPassword { name } => {
+            users::reset_password(store, &name, password).await?
         }
-        Err(chat_server::store::StoreError::Conflict) => bail!("user {name} already exists"),
-        Err(e) => Err(e).context("creating the user"),
-    }
+    };
+    println!("{done}");
+    Ok(())
 }
 
 async fn serve(config: chat_server::config::Config, store: Arc<dyn Store>) -> anyhow::Result<()> {

@@ -123,8 +123,18 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> std::io::Result<Run
         stop_reading: CancellationToken::new(),
         close_all: CancellationToken::new(),
     });
+    // Read before the first connection is accepted: every revocation after it is one this node
+    // must apply.
+    let revocations_seen = match ctx.store.revocation_cursor().await {
+        Ok(at) => Some(at),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the revocation log failed; retrying");
+            None
+        }
+    };
     let stop_accepting = CancellationToken::new();
     let tasks = TaskTracker::new();
+    tasks.spawn(crate::revocations::poll(ctx.clone(), revocations_seen));
     tasks.spawn(accept_loop(
         listener,
         ctx.clone(),

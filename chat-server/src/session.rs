@@ -309,6 +309,16 @@ impl Session {
             } => self.history(room, before_seq, limit).await,
             F::Typing { room, active } => self.typing(room, active),
             F::SetStatus { status } => self.set_status(status),
+            F::ChangePassword {
+                old_password,
+                new_password,
+                revoke_others,
+            } => {
+                self.change_password(old_password, new_password, revoke_others)
+                    .await
+            }
+            F::Sessions => self.sessions().await,
+            F::RevokeSession { id } => self.revoke_session(id).await,
         }
     }
 

@@ -443,7 +443,7 @@ async fn one_address_pipelining_logins_waits_in_its_own_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_big_rooms_member_list_comes_in_pages() {
-    use chat_server::store::Store;
+    use chat_server::store::{AccountStore, Store};
     // 601 members, made straight in the database (601 password hashes would take a minute).
     let dir = tempfile::tempdir().expect("tempdir");
     let token = "a".repeat(64);
@@ -452,7 +452,7 @@ async fn a_big_rooms_member_list_comes_in_pages() {
             .expect("open");
         store.create_user("alice", "x").await.expect("alice");
         store
-            .insert_token("alice", &chat_server::auth::token_hash(&token))
+            .issue_token("alice", &chat_server::auth::token_hash(&token), 100)
             .await
             .expect("token");
         store

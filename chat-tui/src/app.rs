@@ -896,8 +896,12 @@ impl App {
             | ServerFrame::DmOpened { .. }
             | ServerFrame::Ok
             | ServerFrame::Pong { .. } => vec![],
-            // Protocol 2 frames: this client speaks version 1, so the server sends none.
-            ServerFrame::Event { .. } | ServerFrame::Applied { .. } | ServerFrame::Read { .. } => {
+            // Protocol 2 frames: this client speaks version 1, so the server sends none
+            // (and it never asks for a session list).
+            ServerFrame::Event { .. }
+            | ServerFrame::Applied { .. }
+            | ServerFrame::Read { .. }
+            | ServerFrame::SessionList { .. } => {
                 vec![]
             }
             ServerFrame::Welcome { .. } | ServerFrame::AuthOk { .. } => vec![],

@@ -1,4 +1,4 @@
-//! hello, register, login, auth, logout.
+//! hello, register, login, auth, logout. The protocol-2 account frames are in `sessions.rs`.
 
 use std::time::Instant;
 
@@ -11,6 +11,7 @@ use crate::auth::{
 use crate::broker::Event;
 use crate::config::Registration;
 use crate::session::{Authed, Fail, Outcome, Session};
+use crate::store::accounts::Issued;
 
 /// What `rate_limited` tells a client to wait when the hashing queue is full.
 const HASH_RETRY_MS: u64 = 1000;
@@ -72,16 +73,30 @@ impl Session {
         });
     }
 
-    /// The user a token belongs to, or `invalid_token`.
+    /// The user a token belongs to, or `invalid_token` (a disabled account's tokens are all
+    /// revoked, and would be refused the same way). Every way of authenticating with a token
+    /// (header, `hello`, `auth`) comes here, so this is where its last use is recorded: at most
+    /// once per `last_used_resolution`, so that reconnecting clients cost reads, not writes.
     pub(crate) async fn check_token(&self, token: &str) -> Result<String, Fail> {
         if !token_well_formed(token) {
             return Err(Fail::new(ErrorCode::InvalidToken, "malformed token"));
         }
-        self.ctx
+        let hash = token_hash(token);
+        let found = self
+            .ctx
             .store
-            .token_user(&token_hash(token))
+            .token_use(&hash)
             .await?
-            .ok_or_else(|| Fail::new(ErrorCode::InvalidToken, "unknown or revoked token"))
+            .ok_or_else(|| Fail::new(ErrorCode::InvalidToken, "unknown or revoked token"))?;
+        let now = crate::clock::now_ms();
+        let stale = self.ctx.config.last_used_resolution.as_millis() as i64;
+        if now.saturating_sub(found.last_used_ms) >= stale
+            && let Err(e) = self.ctx.store.touch_token(&hash, now).await
+        {
+            // Only the session list's `last_used_ts` is behind: the token is good.
+            tracing::warn!(error = %e, "recording a token's last use failed");
+        }
+        Ok(found.user)
     }
 
     /// Registers this connection as `user`'s, within the per-user cap.
@@ -120,7 +135,7 @@ impl Session {
 
     /// Runs a password hash on the hashing threads (see `hasher.rs`). A full queue means a
     /// server-wide login flood: the client is told to retry, like any rate limit.
-    async fn hashing<T: Send + 'static>(
+    pub(super) async fn hashing<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Fail> {
@@ -150,7 +165,11 @@ impl Session {
         }
         let token = new_token();
         let hash = token_hash(&token);
-        self.ctx.store.insert_token(user, &hash).await?;
+        let max = self.ctx.config.max_sessions_per_user;
+        match self.ctx.store.issue_token(user, &hash, max).await? {
+            Issued::Disabled => return Err(account_disabled()),
+            Issued::Stored { evicted } => self.revoked(&evicted),
+        }
         self.become_authed(user, hash)?;
         self.reply(&ServerFrame::AuthOk {
             user: user.to_owned(),
@@ -169,11 +188,15 @@ impl Session {
         }
         check_username(&username).map_err(|m| Fail::new(ErrorCode::InvalidName, m))?;
         check_password(&password).map_err(|m| Fail::new(ErrorCode::InvalidPassword, m))?;
-        if self.ctx.store.user_exists(&username).await? {
-            return Err(Fail::new(
-                ErrorCode::UsernameTaken,
-                "that username is taken",
-            ));
+        match self.ctx.store.account(&username).await? {
+            Some(a) if a.disabled => return Err(account_disabled()),
+            Some(_) => {
+                return Err(Fail::new(
+                    ErrorCode::UsernameTaken,
+                    "that username is taken",
+                ));
+            }
+            None => {}
         }
         let hash = self
             .hashing(move || hash_password(&password))
@@ -198,7 +221,9 @@ impl Session {
     pub(crate) async fn login(&mut self, username: String, password: String) -> Outcome {
         self.not_yet_authed()?;
         let ip = self.ticket.ip();
-        let stored = self.ctx.store.password_hash(&username).await?;
+        let found = self.ctx.store.account(&username).await?;
+        let disabled = found.as_ref().is_some_and(|a| a.disabled);
+        let stored = found.map(|a| a.password_hash);
         let account = stored.is_some().then_some(username.as_str());
         if let Some(wait) = self.ctx.throttle.wait(ip, account, Instant::now()) {
             // Refused before the password is even checked: a guesser learns nothing while
@@ -224,6 +249,11 @@ impl Session {
                 "wrong username or password",
             ));
         }
+        if disabled {
+            // Said only to someone who knows the password; neither a failure nor a success
+            // for the backoff.
+            return Err(account_disabled());
+        }
         self.ctx.throttle.succeeded(ip, &username);
         self.issue_token(&username).await
     }
@@ -245,4 +275,20 @@ impl Session {
         self.ctx.broker.publish(Event::TokenRevoked { hash });
         Ok(())
     }
+
+    /// Closes, on every node, the connections that used these (just revoked) tokens: 4003.
+    pub(super) fn revoked(&self, hashes: &[Vec<u8>]) {
+        for hash in hashes {
+            if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
+                self.ctx.broker.publish(Event::TokenRevoked { hash });
+            }
+        }
+    }
+}
+
+fn account_disabled() -> Fail {
+    Fail::new(
+        ErrorCode::AccountDisabled,
+        "this account is disabled; ask the server's operator",
+    )
 }

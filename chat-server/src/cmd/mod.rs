@@ -1,5 +1,6 @@
 //! The commands a client can send, one file per area, each an `impl Session` block:
-//! `account` (hello, register, login, auth, logout), `rooms` (list, create, join, leave, topic,
+//! `account` (hello, register, login, auth, logout), `sessions` (change_password, sessions,
+//! revoke_session), `rooms` (list, create, join, leave, topic,
 //! invite, direct messages), `room_admin` (members, delete_room, decline), `messages` (send,
 //! history, typing, status).
 
@@ -8,6 +9,7 @@ mod changes;
 mod messages;
 mod room_admin;
 mod rooms;
+mod sessions;
 
 /// Cuts a page read with `limit + 1` rows to `limit`, and returns the `next` cursor (the last
 /// row's name) when there was a row beyond it.

@@ -19,6 +19,7 @@ pub fn apply(c: &mut Config, name: &str, value: &str) -> Result<(), String> {
         "outbound_queue" => c.outbound_queue = num()? as usize,
         "max_rooms_per_user" => c.max_rooms_per_user = num()? as u32,
         "max_invites_per_hour" => c.max_invites_per_hour = num()? as u32,
+        "max_sessions_per_user" => c.max_sessions_per_user = num()?.clamp(1, 1000) as u32,
         "auth_timeout" => c.auth_timeout = duration(value)?,
         "typing_timeout" => c.typing_timeout = duration(value)?,
         "ping_interval" => c.ping_interval = duration(value)?,

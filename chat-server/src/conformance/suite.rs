@@ -50,6 +50,10 @@ pub const TRANSCRIPTS: &[Transcript] = &[
     t!("27_edits_deletes"),
     t!("28_reactions_replies"),
     t!("29_read_state"),
+    t!("41_change_password"),
+    t!("42_sessions"),
+    t!("43_session_bound"),
+    t!("44_account_frames_on_v1"),
 ];
 
 #[cfg(test)]

@@ -8,11 +8,14 @@
 //!   run in commit order (the fan-out relies on this to publish in seq order);
 //! - `(user, client id)` is unique: a repeated append returns the original seq, flagged duplicate.
 
+pub mod accounts;
 pub mod log;
 pub mod postgres;
 pub mod sqlite;
 pub mod suite;
 pub mod suite_log;
+
+pub use accounts::AccountStore;
 
 use async_trait::async_trait;
 use chat_proto::{HistoryMessage, ReadState, RoomEvent, RoomInfo, RoomKind, Visibility};
@@ -212,21 +215,15 @@ impl<T: 'static> Drop for Done<T> {
     }
 }
 
-/// Everything the server keeps durably.
+/// Everything the server keeps durably; tokens and the rest of accounts are in
+/// [`AccountStore`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AccountStore + Send + Sync + 'static {
     /// Creates a user; `Conflict` if the name is taken.
     async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError>;
     /// The stored password hash of `name`, if the user exists.
     async fn password_hash(&self, name: &str) -> Result<Option<String>, StoreError>;
     async fn user_exists(&self, name: &str) -> Result<bool, StoreError>;
-
-    /// Stores a token hash for `user` (the token itself is never stored).
-    async fn insert_token(&self, user: &str, token_hash: &[u8]) -> Result<(), StoreError>;
-    /// The user a token hash belongs to, unless unknown or revoked.
-    async fn token_user(&self, token_hash: &[u8]) -> Result<Option<String>, StoreError>;
-    /// Revokes a token; false if it was not there.
-    async fn revoke_token(&self, token_hash: &[u8]) -> Result<bool, StoreError>;
 
     /// Creates a room with `owner` as its first member; `Conflict` if the name is taken.
     async fn create_room(

@@ -7,6 +7,8 @@ use chat_proto::{RoomKind, Visibility};
 
 use super::{AppendDone, NewMessage, Store, StoreError, Viewer, append_and_wait};
 
+mod accounts;
+
 fn msg(room: &str, from: &str, id: &str, body: &str) -> NewMessage {
     NewMessage::new(room, from, id, body)
 }
@@ -20,6 +22,9 @@ const V1: Viewer<'static> = Viewer {
 /// Runs every check below in order on one empty store; panics on the first failure.
 pub async fn run_all(store: Arc<dyn Store>) {
     users_and_tokens(&*store).await;
+    accounts::sessions_bound_and_last_use(&*store).await;
+    accounts::password_changes_and_disabled_accounts(&*store).await;
+    accounts::the_revocation_log_and_the_user_list(&*store).await;
     rooms_members_invites(&*store).await;
     direct_messages(&*store).await;
     seqs_are_gap_free_and_ids_dedup(&*store).await;
@@ -196,17 +201,22 @@ async fn users_and_tokens(s: &dyn Store) {
     );
     assert_eq!(s.password_hash("nobody").await.expect("read"), None);
     assert!(s.user_exists("alice").await.expect("exists"));
-    s.insert_token("alice", b"token-hash-1")
+    s.issue_token("alice", b"token-hash-1", 100)
         .await
         .expect("token");
+    let user = |u: Option<super::accounts::TokenUse>| u.map(|u| u.user);
     assert_eq!(
-        s.token_user(b"token-hash-1").await.expect("t").as_deref(),
+        user(s.token_use(b"token-hash-1").await.expect("t")).as_deref(),
         Some("alice")
     );
-    assert_eq!(s.token_user(b"other").await.expect("t"), None);
+    assert_eq!(s.token_use(b"other").await.expect("t"), None);
     assert!(s.revoke_token(b"token-hash-1").await.expect("revoke"));
     assert!(!s.revoke_token(b"token-hash-1").await.expect("revoke again"));
-    assert_eq!(s.token_user(b"token-hash-1").await.expect("t"), None);
+    assert_eq!(s.token_use(b"token-hash-1").await.expect("t"), None);
+    assert!(matches!(
+        s.issue_token("nobody", b"token-hash-2", 100).await,
+        Err(StoreError::NotFound)
+    ));
     s.create_user("bob", "hash-b").await.expect("bob");
     s.create_user("carol", "hash-c").await.expect("carol");
 }

@@ -1,9 +1,10 @@
 //! `chat-server db copy`: moves a SQLite deployment into an empty PostgreSQL database.
 //!
-//! Copies the tables as they are (ids, password and token hashes, epochs, owners, topics, seqs,
-//! timestamps, client ids), so nothing a client holds goes stale: its tokens still log in, its
-//! `since_seq` still points at the same message in the same epoch, and a resend of an old client
-//! id is still found. One PostgreSQL transaction: a failed copy leaves the target empty.
+//! Copies the tables as they are (ids, password and token hashes, disabled accounts, tokens' last
+//! use, epochs, owners, topics, seqs, timestamps, client ids), so nothing a client holds goes
+//! stale: its tokens still log in, its `since_seq` still points at the same message in the same
+//! epoch, and a resend of an old client id is still found. The revocation log is not copied: it
+//! matters only to nodes serving while it is written, and none serve during a copy. One PostgreSQL transaction: a failed copy leaves the target empty.
 
 use std::path::Path;
 
@@ -75,37 +76,44 @@ pub async fn from_sqlite(from: &Path, to: &str) -> Result<Copied, StoreError> {
     let mut n = Copied::default();
 
     let (mut ids, mut names, mut hashes, mut created) = (vec![], vec![], vec![], vec![]);
+    let mut disabled: Vec<Option<i64>> = vec![];
     read(
         &src,
-        "SELECT id, name, password_hash, created_at FROM users",
+        "SELECT id, name, password_hash, created_at, disabled_at FROM users",
         |r| {
             ids.push(r.get::<_, i64>(0)?);
             names.push(r.get::<_, String>(1)?);
             hashes.push(r.get::<_, String>(2)?);
             created.push(r.get::<_, i64>(3)?);
+            disabled.push(r.get::<_, Option<i64>>(4)?);
             Ok(())
         },
     )?;
     n.users = insert(
         &tx,
-        "INSERT INTO users (id, name, password_hash, created_at)
-         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[])",
-        &[&ids, &names, &hashes, &created],
+        "INSERT INTO users (id, name, password_hash, created_at, disabled_at)
+         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])",
+        &[&ids, &names, &hashes, &created, &disabled],
     )
     .await?;
 
-    let (mut hashes, mut uids, mut created) = (vec![], vec![], vec![]);
-    read(&src, "SELECT hash, user_id, created_at FROM tokens", |r| {
-        hashes.push(r.get::<_, Vec<u8>>(0)?);
-        uids.push(r.get::<_, i64>(1)?);
-        created.push(r.get::<_, i64>(2)?);
-        Ok(())
-    })?;
+    let (mut hashes, mut uids, mut created, mut used) = (vec![], vec![], vec![], vec![]);
+    read(
+        &src,
+        "SELECT hash, user_id, created_at, last_used_at FROM tokens",
+        |r| {
+            hashes.push(r.get::<_, Vec<u8>>(0)?);
+            uids.push(r.get::<_, i64>(1)?);
+            created.push(r.get::<_, i64>(2)?);
+            used.push(r.get::<_, i64>(3)?);
+            Ok(())
+        },
+    )?;
     n.tokens = insert(
         &tx,
-        "INSERT INTO tokens (hash, user_id, created_at)
-         SELECT * FROM UNNEST($1::bytea[], $2::bigint[], $3::bigint[])",
-        &[&hashes, &uids, &created],
+        "INSERT INTO tokens (hash, user_id, created_at, last_used_at)
+         SELECT * FROM UNNEST($1::bytea[], $2::bigint[], $3::bigint[], $4::bigint[])",
+        &[&hashes, &uids, &created, &used],
     )
     .await?;
 

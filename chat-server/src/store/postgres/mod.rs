@@ -11,6 +11,7 @@
 //! connection, each statement (`statement_timeout`) and each batch have a deadline, and running
 //! out of one is [`StoreError::Unavailable`].
 
+mod accounts;
 pub mod copy;
 mod log;
 mod queries;

@@ -71,7 +71,7 @@ async fn one_id(c: &impl GenericClient, sql: &str, name: &str) -> Result<i64, St
         .ok_or(StoreError::NotFound)
 }
 
-async fn user_id(c: &impl GenericClient, name: &str) -> Result<i64, StoreError> {
+pub(super) async fn user_id(c: &impl GenericClient, name: &str) -> Result<i64, StoreError> {
     one_id(c, "SELECT id FROM users WHERE name = $1", name).await
 }
 
@@ -141,7 +141,11 @@ async fn insert_room(
 
 impl PgStore {
     /// One statement returning a row count, on a pooled connection.
-    async fn exec(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+    pub(super) async fn exec(
+        &self,
+        sql: &str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
         deadline(async {
             let c = self.conn().await?;
             let stmt = c.prepare_cached(sql).await.map_err(db_err)?;
@@ -151,7 +155,11 @@ impl PgStore {
     }
 
     /// One query, on a pooled connection.
-    async fn rows(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+    pub(super) async fn rows(
+        &self,
+        sql: &str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
         deadline(async {
             let c = self.conn().await?;
             let stmt = c.prepare_cached(sql).await.map_err(db_err)?;
@@ -160,7 +168,7 @@ impl PgStore {
         .await
     }
 
-    async fn row(
+    pub(super) async fn row(
         &self,
         sql: &str,
         args: &[&(dyn ToSql + Sync)],
@@ -225,38 +233,6 @@ impl Store for PgStore {
             .row("SELECT 1 FROM users WHERE name = $1", &[&name])
             .await?
             .is_some())
-    }
-
-    async fn insert_token(&self, user: &str, token_hash: &[u8]) -> Result<(), StoreError> {
-        let n = self
-            .exec(
-                "INSERT INTO tokens (hash, user_id, created_at)
-                 SELECT $1, id, $3 FROM users WHERE name = $2",
-                &[&token_hash, &user, &now_ms()],
-            )
-            .await?;
-        if n == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
-    }
-
-    async fn token_user(&self, token_hash: &[u8]) -> Result<Option<String>, StoreError> {
-        let row = self
-            .row(
-                "SELECT u.name FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1",
-                &[&token_hash],
-            )
-            .await?;
-        Ok(row.map(|r| r.get(0)))
-    }
-
-    async fn revoke_token(&self, token_hash: &[u8]) -> Result<bool, StoreError> {
-        Ok(self
-            .exec("DELETE FROM tokens WHERE hash = $1", &[&token_hash])
-            .await?
-            > 0)
     }
 
     async fn create_room(

@@ -99,6 +99,22 @@ CREATE TABLE mentions (
 INSERT INTO read_state (user_id, room_id, read_seq)
     SELECT p.user_id, p.room_id, r.last_seq FROM members p JOIN rooms r ON r.id = p.room_id;
 "#,
+    // Accounts (see `store::accounts`): disabled accounts, each token's last use (its issue, for
+    // the tokens already there), and the revocation log every node polls. Its writers take
+    // the table's EXCLUSIVE lock before inserting, so ids are assigned and committed in one
+    // order and a reader that saw id n has seen every row below it.
+    r#"
+ALTER TABLE users ADD COLUMN disabled_at BIGINT;
+ALTER TABLE tokens ADD COLUMN last_used_at BIGINT;
+UPDATE tokens SET last_used_at = created_at;
+ALTER TABLE tokens ALTER COLUMN last_used_at SET NOT NULL;
+CREATE TABLE token_revocations (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    hash BYTEA NOT NULL,
+    revoked_at BIGINT NOT NULL
+);
+CREATE INDEX token_revocations_by_time ON token_revocations(revoked_at);
+"#,
 ];
 
 /// The schema version this build knows (and migrates to).

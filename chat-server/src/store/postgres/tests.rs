@@ -7,7 +7,7 @@ use chat_proto::Visibility;
 
 use super::testing::{TempDb, pg_or_skip};
 use super::*;
-use crate::store::{AppendDone, Appended, NewMessage, Store, append_and_wait};
+use crate::store::{AccountStore, AppendDone, Appended, NewMessage, Store, append_and_wait};
 
 fn msg(room: &str, from: &str, id: &str) -> NewMessage {
     NewMessage::new(room, from, id, &format!("body of {id}"))
@@ -227,7 +227,11 @@ async fn db_copy_moves_a_sqlite_deployment() {
         for u in ["alice", "bob", "carol"] {
             s.create_user(u, &format!("argon-{u}")).await.expect("user");
         }
-        s.insert_token("alice", b"tok-a").await.expect("token");
+        s.issue_token("alice", b"tok-a", 100).await.expect("token");
+        s.touch_token(b"tok-a", 1_732_400_000_000)
+            .await
+            .expect("last use");
+        s.set_disabled("carol", true).await.expect("disable");
         let room = s
             .create_room("general", Visibility::Public, "the topic", "alice")
             .await
@@ -272,8 +276,26 @@ async fn db_copy_moves_a_sqlite_deployment() {
         Some("argon-bob")
     );
     assert_eq!(
-        pg.token_user(b"tok-a").await.expect("token").as_deref(),
-        Some("alice")
+        pg.token_use(b"tok-a").await.expect("token"),
+        Some(crate::store::accounts::TokenUse {
+            user: "alice".into(),
+            last_used_ms: 1_732_400_000_000
+        })
+    );
+    assert!(
+        pg.account("carol")
+            .await
+            .expect("carol")
+            .expect("copied")
+            .disabled,
+        "a disabled account stays disabled"
+    );
+    assert!(
+        !pg.account("bob")
+            .await
+            .expect("bob")
+            .expect("copied")
+            .disabled
     );
     assert_eq!(
         pg.members("general", None, 10).await.expect("members"),

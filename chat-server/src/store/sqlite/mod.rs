@@ -28,6 +28,8 @@ use chat_proto::{ReadState, RoomEvent};
 
 mod log;
 
+mod accounts;
+
 /// A unit of work for the writer thread: runs inside the batch's transaction and returns what to
 /// do once the commit's outcome is known.
 /// Runs inside a batch's transaction; told why instead when the batch could not start.
@@ -192,6 +194,21 @@ INSERT INTO read_state (user_id, room_id, read_seq)
     SELECT p.user_id, p.room_id,
         COALESCE((SELECT MAX(m.seq) FROM messages m WHERE m.room_id = p.room_id), 0)
     FROM members p;
+"#,
+    // Accounts (see `store::accounts`): disabled accounts, each token's last use (its issue, for
+    // the tokens already there), a user's tokens by age, and the revocation log every node polls.
+    // AUTOINCREMENT: ids are never reused once pruned rows are gone, so a reader's cursor holds.
+    r#"
+ALTER TABLE users ADD COLUMN disabled_at INTEGER;
+ALTER TABLE tokens ADD COLUMN last_used_at INTEGER NOT NULL DEFAULT 0;
+UPDATE tokens SET last_used_at = created_at;
+CREATE INDEX tokens_by_user ON tokens(user_id, created_at);
+CREATE TABLE token_revocations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    hash BLOB NOT NULL,
+    revoked_at INTEGER NOT NULL
+);
+CREATE INDEX token_revocations_by_time ON token_revocations(revoked_at);
 "#,
 ];
 
@@ -842,38 +859,6 @@ impl Store for SqliteStore {
             )?)
         })
         .await
-    }
-
-    async fn insert_token(&self, user: &str, token_hash: &[u8]) -> Result<(), StoreError> {
-        let (user, hash) = (user.to_owned(), token_hash.to_vec());
-        self.write(move |c| {
-            let uid = user_id(c, &user)?;
-            c.execute(
-                "INSERT INTO tokens (hash, user_id, created_at) VALUES (?1, ?2, ?3)",
-                params![hash, uid, now_ms()],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn token_user(&self, token_hash: &[u8]) -> Result<Option<String>, StoreError> {
-        let hash = token_hash.to_vec();
-        self.read(move |c| {
-            Ok(c.query_row(
-                "SELECT u.name FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?1",
-                [hash],
-                |r| r.get(0),
-            )
-            .optional()?)
-        })
-        .await
-    }
-
-    async fn revoke_token(&self, token_hash: &[u8]) -> Result<bool, StoreError> {
-        let hash = token_hash.to_vec();
-        self.write(move |c| Ok(c.execute("DELETE FROM tokens WHERE hash = ?1", [hash])? > 0))
-            .await
     }
 
     async fn create_room(
