@@ -187,10 +187,19 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
 pub enum ServerFrame {
     /// Answer to `hello`: the chosen version, and the user if the handshake carried a valid token.
     Welcome {
+        /// The protocol version this connection speaks: the highest both sides listed.
         protocol: u32,
+        /// Server name and version, e.g. `chat-server/0.1.0`.
         server: String,
+        /// The authenticated user (by header or `hello` token), else `null`.
         user: Option<String>,
+        /// How often the server sends a WebSocket ping, in ms.
         heartbeat_ms: u64,
+        /// How long past a ping interval a silent connection is kept, in ms: silent for more than
+        /// `heartbeat_ms` + this at a ping, it is closed with 4010.
+        heartbeat_timeout_ms: u64,
+        /// How long a typing indicator lasts without a refresh, in ms.
+        typing_timeout_ms: u64,
         limits: Limits,
     },
     /// Authentication succeeded. `token` is present after `register` and `login`: keep it secret.

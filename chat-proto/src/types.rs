@@ -95,16 +95,27 @@ pub enum CatchUp {
     Reload,
 }
 
-/// The limits the server enforces, announced in `welcome`.
+/// The limits the server enforces, announced in `welcome`: what a client paces itself by.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
+    /// Largest WebSocket message the server accepts, in bytes; a larger one closes with 1009.
     pub max_frame_bytes: u64,
+    /// Longest message body, in bytes of UTF-8.
     pub max_body_bytes: u64,
+    /// Most messages in one `history` reply or one `joined`/`replay` page.
     pub history_page_max: u32,
     /// Largest gap a `join` with `since_seq` replays; beyond it the answer is `reload`.
     pub max_replay: u64,
-    /// Token bucket: sustained frames per second per user.
+    /// Token bucket: sustained frames per second per user (0: no limit).
     pub rate_per_sec: u32,
     /// Token bucket: burst size per user.
     pub rate_burst: u32,
+    /// Frames the server queues for one connection that is not reading before it closes the
+    /// connection with 4008.
+    pub outbound_queue_frames: u64,
+    /// Unsent bytes the server holds for one connection before it closes the connection with
+    /// 4008 (events) or makes replies wait (those that grow with the data).
+    pub outbound_queue_bytes: u64,
+    /// Messages a `joined` carries with `catch_up` `recent` or `reload` (the room's latest).
+    pub history_on_join: u32,
 }

@@ -92,14 +92,20 @@ fn limits() -> impl Strategy<Value = Limits> {
         any::<u64>(),
         any::<u32>(),
         any::<u32>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u32>(),
     )
-        .prop_map(|(a, b, c, d, e, f)| Limits {
+        .prop_map(|(a, b, c, d, e, f, g, h, i)| Limits {
             max_frame_bytes: a,
             max_body_bytes: b,
             history_page_max: c,
             max_replay: d,
             rate_per_sec: e,
             rate_burst: f,
+            outbound_queue_frames: g,
+            outbound_queue_bytes: h,
+            history_on_join: i,
         })
 }
 
@@ -153,15 +159,32 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
 fn server_frame() -> impl Strategy<Value = ServerFrame> {
     use ServerFrame as S;
     let replies = prop_oneof![
-        (any::<u32>(), text(), opt_text(), any::<u64>(), limits()).prop_map(
-            |(protocol, server, user, heartbeat_ms, limits)| S::Welcome {
-                protocol,
-                server,
-                user,
-                heartbeat_ms,
-                limits
-            }
-        ),
+        (
+            any::<u32>(),
+            text(),
+            opt_text(),
+            any::<(u64, u64, u64)>(),
+            limits()
+        )
+            .prop_map(
+                |(
+                    protocol,
+                    server,
+                    user,
+                    (heartbeat_ms, heartbeat_timeout_ms, typing_timeout_ms),
+                    limits,
+                )| {
+                    S::Welcome {
+                        protocol,
+                        server,
+                        user,
+                        heartbeat_ms,
+                        heartbeat_timeout_ms,
+                        typing_timeout_ms,
+                        limits,
+                    }
+                }
+            ),
         (text(), opt_text()).prop_map(|(user, token)| S::AuthOk { user, token }),
         Just(S::Ok),
         (proptest::collection::vec(room_info(), 0..3), opt_text())

@@ -47,6 +47,7 @@ pub const TRANSCRIPTS: &[Transcript] = &[
     t!("24_presence_batching"),
     t!("25_room_lifecycle"),
     t!("26_pages"),
+    t!("27_negotiation_and_pacing"),
 ];
 
 #[cfg(test)]
