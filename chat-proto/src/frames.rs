@@ -33,14 +33,16 @@ pub enum ClientFrame {
         /// Only rooms named after this one (the `next` of the previous page).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<String>,
-        /// At most this many rooms; default and most: [`crate::limits::ROOM_PAGE_MAX`].
+        /// At most this many rooms; default and most 200.
+        /// Any integer from 0 to 2^64-1 is accepted and clamped to 1-200.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        limit: Option<u32>,
+        limit: Option<u64>,
     },
     /// Create a room and become its first member. Answered by `room_created`.
     CreateRoom {
         room: String,
-        #[serde(default)]
+        /// `public` (the default) or `private`; `null` is the default too.
+        #[serde(default, deserialize_with = "null_as_default")]
         visibility: Visibility,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         topic: Option<String>,
@@ -66,9 +68,10 @@ pub enum ClientFrame {
         /// Only members named after this one (the `next` of the previous page).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<String>,
-        /// At most this many; default and most: [`crate::limits::MEMBER_PAGE_MAX`].
+        /// At most this many; default and most 500. Any
+        /// integer from 0 to 2^64-1 is accepted and clamped to 1-500.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        limit: Option<u32>,
+        limit: Option<u64>,
     },
     /// Set (or clear, with `""`) the room's topic.
     SetTopic { room: String, topic: String },
@@ -88,8 +91,10 @@ pub enum ClientFrame {
         room: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         before_seq: Option<u64>,
+        /// At most this many messages; default 50. Any integer from 0 to 2^64-1 is accepted and
+        /// clamped to 1-200.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        limit: Option<u32>,
+        limit: Option<u64>,
     },
     /// Start (`true`, refresh every few seconds) or stop (`false`) the typing indicator.
     Typing { room: String, active: bool },
@@ -347,6 +352,17 @@ pub const SERVER_FRAME_TYPES: &[&str] = &[
 
 fn yes() -> bool {
     true
+}
+
+/// `null` in a client frame's optional field means the same as leaving the field out
+/// (docs/protocol.md §3): for a field with a default, the default. `Option` fields do this by
+/// themselves; this makes the others agree.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 impl ServerFrame {

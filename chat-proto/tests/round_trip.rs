@@ -119,11 +119,11 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
             (text(), text()).prop_map(|(username, password)| C::Login { username, password }),
             text().prop_map(|token| C::Auth { token }),
             Just(C::Logout),
-            (opt_text(), any::<Option<u32>>())
+            (opt_text(), any::<Option<u64>>())
                 .prop_map(|(after, limit)| C::ListRooms { after, limit }),
             text().prop_map(|room| C::DeleteRoom { room }),
             text().prop_map(|room| C::Decline { room }),
-            (text(), opt_text(), any::<Option<u32>>())
+            (text(), opt_text(), any::<Option<u64>>())
                 .prop_map(|(room, after, limit)| C::Members { room, after, limit }),
             Just(C::Ping),
             status().prop_map(|status| C::SetStatus { status }),
@@ -144,7 +144,7 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         (text(), text()).prop_map(|(room, user)| C::Invite { room, user }),
         text().prop_map(|user| C::OpenDm { user }),
         (text(), text(), text()).prop_map(|(room, id, body)| C::Send { room, id, body }),
-        (text(), any::<Option<u64>>(), any::<Option<u32>>()).prop_map(
+        (text(), any::<Option<u64>>(), any::<Option<u64>>()).prop_map(
             |(room, before_seq, limit)| C::History {
                 room,
                 before_seq,

@@ -120,7 +120,7 @@ fn fill_gap(r: &mut Room) -> Option<Command> {
         ClientFrame::History {
             room: r.name.clone(),
             before_seq: Some(fetch.before),
-            limit: Some(fetch.limit),
+            limit: Some(u64::from(fetch.limit)),
         },
         None,
     ))

@@ -48,6 +48,7 @@ pub const TRANSCRIPTS: &[Transcript] = &[
     t!("25_room_lifecycle"),
     t!("26_pages"),
     t!("27_negotiation_and_pacing"),
+    t!("28_numbers_nulls_and_refs"),
 ];
 
 #[cfg(test)]
