@@ -1,6 +1,7 @@
 //! The frames: one enum per direction, tagged by `type`. Any frame may also carry a `ref` (see
 //! [`crate::Envelope`]); unknown fields are ignored so that later versions can add fields.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ErrorCode;
@@ -9,7 +10,7 @@ use crate::types::{
 };
 
 /// A frame the client sends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
     /// Must be the first frame. Lists the protocol versions the client speaks; may carry a token
@@ -43,6 +44,7 @@ pub enum ClientFrame {
         room: String,
         /// `public` (the default) or `private`; `null` is the default too.
         #[serde(default, deserialize_with = "null_as_default")]
+        #[schemars(with = "Option<Visibility>", default = "Visibility::default")]
         visibility: Visibility,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         topic: Option<String>,
@@ -187,7 +189,7 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
 ];
 
 /// A frame the server sends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     /// Answer to `hello`: the chosen version, and the user if the handshake carried a valid token.

@@ -9,13 +9,14 @@
 
 pub mod close;
 mod codec;
+pub mod contract;
 mod error_code;
 mod frames;
 pub mod limits;
 mod types;
 
 pub use codec::{DecodeError, Envelope, decode_client, decode_server, encode, encoded_type};
-pub use error_code::ErrorCode;
+pub use error_code::{ErrorCode, Retry};
 pub use frames::{CLIENT_FRAME_TYPES, ClientFrame, SERVER_FRAME_TYPES, ServerFrame};
 pub use types::{
     CatchUp, HistoryMessage, Limits, Member, PresenceChange, Ref, RoomInfo, RoomKind, Status,

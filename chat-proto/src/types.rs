@@ -1,18 +1,23 @@
 //! Values carried inside frames.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A client's correlation value: any string or integer it attaches as `ref` to a request. The
 /// server echoes it on the direct reply (or `error`) to that request, never on broadcasts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Ref {
+    /// A signed 64-bit integer. JavaScript's numbers hold integers exactly only up to 2^53:
+    /// clients there should use string refs.
     Num(i64),
-    Str(String),
+    /// At most 64 bytes of UTF-8 (`limits::MAX_REF_BYTES`); a longer one is `bad_frame`. The
+    /// schema's `maxLength` counts characters: the byte limit is the server's.
+    Str(#[schemars(length(max = 64))] String),
 }
 
 /// Who may join a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Visibility {
     /// Anyone may see and join it.
@@ -23,7 +28,7 @@ pub enum Visibility {
 }
 
 /// What kind of room this is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RoomKind {
     /// A named room made with `create_room`.
@@ -33,7 +38,7 @@ pub enum RoomKind {
 }
 
 /// A user's presence in a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// At least one of the user's connections is in the room, and the user is not away.
@@ -45,7 +50,7 @@ pub enum Status {
 }
 
 /// One entry of a room listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RoomInfo {
     pub room: String,
     pub kind: RoomKind,
@@ -58,7 +63,7 @@ pub struct RoomInfo {
 }
 
 /// A member of a room and their presence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Member {
     pub user: String,
     pub status: Status,
@@ -68,7 +73,7 @@ pub struct Member {
 pub type PresenceChange = Member;
 
 /// A stored message as carried in `joined`, `replay` and `history` (the room is the frame's).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HistoryMessage {
     /// The room's sequence number: strictly increasing, gap-free, assigned by the server.
     pub seq: u64,
@@ -82,7 +87,7 @@ pub struct HistoryMessage {
 }
 
 /// How `joined` fills the client in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CatchUp {
     /// No `since_seq` was given: `messages` are the room's most recent ones.
@@ -96,7 +101,7 @@ pub enum CatchUp {
 }
 
 /// The limits the server enforces, announced in `welcome`: what a client paces itself by.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Limits {
     /// Largest WebSocket message the server accepts, in bytes; a larger one closes with 1009.
     pub max_frame_bytes: u64,

@@ -15,6 +15,21 @@ use proptest::sample::select;
 /// Modest: the suite runs on two shared cores.
 const CASES: u32 = 256;
 
+/// Validators of `$defs.ClientFrame` and `$defs.ServerFrame` of the generated schema.
+static SCHEMAS: std::sync::LazyLock<(jsonschema::Validator, jsonschema::Validator)> =
+    std::sync::LazyLock::new(|| {
+        let root = chat_proto::contract::schema();
+        let of = |name: &str| {
+            let mut schema = root.clone();
+            schema["$ref"] = format!("#/$defs/{name}").into();
+            if let Some(o) = schema.as_object_mut() {
+                o.remove("anyOf");
+            }
+            jsonschema::validator_for(&schema).expect("the schema compiles")
+        };
+        (of("ClientFrame"), of("ServerFrame"))
+    });
+
 /// Any chars, controls and surrogate-free astral ones included; short, so cases stay cheap.
 fn text() -> impl Strategy<Value = String> {
     proptest::collection::vec(any::<char>(), 0..12).prop_map(String::from_iter)
@@ -290,11 +305,15 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
 
+    /// ...and the JSON Schema accepts every frame the types can make: a schema that says less
+    /// than the types (a range too narrow, a field required that may be left out) fails here.
     #[test]
     fn client_frames_round_trip(frame in client_frame(), reference in reference()) {
         let text = encode(&frame, reference.as_ref());
         let back = decode_client(&text);
         prop_assert_eq!(back, Ok(Envelope { reference, frame }), "{}", text);
+        let value: serde_json::Value = serde_json::from_str(&text).expect("json");
+        prop_assert!(SCHEMAS.0.is_valid(&value), "{}", text);
     }
 
     #[test]
@@ -302,6 +321,8 @@ proptest! {
         let text = encode(&frame, reference.as_ref());
         let back = decode_server(&text);
         prop_assert_eq!(back, Ok(Envelope { reference, frame }), "{}", text);
+        let value: serde_json::Value = serde_json::from_str(&text).expect("json");
+        prop_assert!(SCHEMAS.1.is_valid(&value), "{}", text);
     }
 
     /// Whatever arrives, decoding answers (a frame or a typed error) and never panics; an error's
