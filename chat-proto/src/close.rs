@@ -47,6 +47,38 @@ pub fn should_reconnect(code: u16) -> bool {
     )
 }
 
+/// What a close code means, as `docs/protocol.md` §9 says; `None` for a code this server never
+/// sends.
+pub fn meaning(code: u16) -> Option<&'static str> {
+    Some(match code {
+        NORMAL => "The client logged out (`logout`), or the client closed first.",
+        GOING_AWAY => {
+            "The server is shutting down. Frames it had not read yet got no reply: send them \
+             again after reconnecting (a `send` with the same `id`)."
+        }
+        WS_PROTOCOL_ERROR => "The client broke the WebSocket protocol itself.",
+        UNSUPPORTED_DATA => "The client sent a binary frame.",
+        INVALID_PAYLOAD => "A text frame was not valid UTF-8.",
+        MESSAGE_TOO_BIG => {
+            "The client sent a message over 65536 bytes; reconnect without sending it again."
+        }
+        PROTOCOL_ERROR => "The first frame was not `hello`, or 10 malformed frames in a row.",
+        AUTH_TIMEOUT => "Not authenticated within the auth timeout.",
+        UNSUPPORTED_VERSION => "`hello` offered no protocol version the server speaks.",
+        AUTH_FAILED => {
+            "The token in `hello` is invalid, or the connection's token was revoked by a \
+             `logout` elsewhere: log in again with a password."
+        }
+        SLOW_CONSUMER => {
+            "The client stopped reading and its outbound queue reached its bound: reconnect and \
+             catch up with `since_seq`."
+        }
+        RATE_LIMIT_ABUSE => "The client kept sending after `rate_limited`.",
+        HEARTBEAT_TIMEOUT => "The client stopped answering pings.",
+        _ => return None,
+    })
+}
+
 /// Every close code above, with its name, for documentation and tests.
 pub const ALL: &[(u16, &str)] = &[
     (NORMAL, "normal"),

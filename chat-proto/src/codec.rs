@@ -27,13 +27,61 @@ pub struct DecodeError {
     pub reference: Option<Ref>,
 }
 
-/// Only the fields every frame shares, read first so a bad frame can still be classified.
-#[derive(Deserialize)]
+/// Only the fields every frame shares, read first so a bad frame can still be classified. `type`
+/// is read as any value, so that a `type` of the wrong kind does not cost the frame its `ref`.
 struct Head {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    #[serde(rename = "ref", default)]
+    kind: serde_json::Value,
     reference: Option<Ref>,
+}
+
+/// By hand rather than derived: a derived struct also reads a JSON array as its fields in order,
+/// and `[5, 2]` is no frame with `ref` 2.
+impl<'de> Deserialize<'de> for Head {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(field_identifier)]
+        enum Key {
+            #[serde(rename = "type")]
+            Type,
+            #[serde(rename = "ref")]
+            Ref,
+            #[serde(other)]
+            Other,
+        }
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Head;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Head, A::Error> {
+                use serde::de::Error;
+                let (mut kind, mut reference) = (None, None);
+                while let Some(key) = map.next_key()? {
+                    match key {
+                        Key::Type if kind.is_some() => {
+                            return Err(A::Error::duplicate_field("type"));
+                        }
+                        Key::Ref if reference.is_some() => {
+                            return Err(A::Error::duplicate_field("ref"));
+                        }
+                        Key::Type => kind = Some(map.next_value()?),
+                        Key::Ref => reference = Some(map.next_value()?),
+                        Key::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Head {
+                    kind: kind.unwrap_or_default(),
+                    reference: reference.flatten(),
+                })
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
 }
 
 /// serde's messages can quote the input; an error reply stays short whatever was sent.
@@ -83,8 +131,12 @@ fn decode<F: DeserializeOwned>(
             reference: None,
         });
     }
-    let Some(kind) = head.kind else {
-        return Err(fail(ErrorCode::BadFrame, "missing field `type`".into()));
+    let kind = match head.kind {
+        serde_json::Value::String(kind) => kind,
+        serde_json::Value::Null => {
+            return Err(fail(ErrorCode::BadFrame, "missing field `type`".into()));
+        }
+        _ => return Err(fail(ErrorCode::BadFrame, "`type` is not a string".into())),
     };
     if let Some(known) = known
         && !known.contains(&kind.as_str())
@@ -162,8 +214,15 @@ mod tests {
         assert_eq!(err.code, ErrorCode::BadJson);
         let err = decode_client("").unwrap_err();
         assert_eq!(err.code, ErrorCode::BadJson);
-        let err = decode_client("[1,2]").unwrap_err();
-        assert_eq!(err.code, ErrorCode::BadFrame);
+        // An array is no frame, even one whose items would read as `type` and `ref`.
+        for text in ["[1,2]", "[1,2,3]", r#"["ping",2]"#, r#""just a string""#] {
+            let err = decode_client(text).unwrap_err();
+            assert_eq!(
+                (err.code, err.reference),
+                (ErrorCode::BadFrame, None),
+                "{text}"
+            );
+        }
         let err = decode_client(r#"{"ref":3}"#).unwrap_err();
         assert_eq!(
             (err.code, err.reference),
@@ -184,6 +243,102 @@ mod tests {
             (ErrorCode::BadFrame, None),
             "not echoed"
         );
+    }
+
+    #[test]
+    fn a_readable_ref_comes_back_whatever_else_is_wrong() {
+        for text in [
+            r#"{"type":5,"ref":2}"#,
+            r#"{"ref":2,"type":["ping"]}"#,
+            r#"{"type":{"a":1},"ref":2}"#,
+            r#"{"type":null,"ref":2}"#,
+            r#"{"ref":2}"#,
+            r#"{"type":"send","room":"x","id":5,"body":"b","ref":2}"#,
+            r#"{"type":"history","room":"x","limit":-1,"ref":2}"#,
+        ] {
+            let err = decode_client(text).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadFrame, "{text}");
+            assert_eq!(err.reference, Some(Ref::Num(2)), "{text}");
+        }
+        let err = decode_client(r#"{"type":5,"ref":"r"}"#).unwrap_err();
+        assert_eq!(err.reference, Some(Ref::Str("r".into())));
+        assert!(err.detail.contains("not a string"), "{}", err.detail);
+        // A ref that is itself unreadable is not guessed at.
+        for text in [r#"{"type":5,"ref":true}"#, r#"{"type":"ping","ref":1.5}"#] {
+            let err = decode_client(text).unwrap_err();
+            assert_eq!(
+                (err.code, err.reference),
+                (ErrorCode::BadFrame, None),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_take_any_u64_and_nothing_else() {
+        let limit = |text: &str| match decode_client(text).map(|e| e.frame) {
+            Ok(ClientFrame::History { limit, .. })
+            | Ok(ClientFrame::ListRooms { limit, .. })
+            | Ok(ClientFrame::Members { limit, .. }) => Ok(limit),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.code),
+        };
+        for (frame, head) in [
+            ("history", r#""room":"r","#),
+            ("list_rooms", ""),
+            ("members", r#""room":"r","#),
+        ] {
+            let with = |value: &str| format!(r#"{{"type":"{frame}",{head}"limit":{value}}}"#);
+            assert_eq!(limit(&with("4294967296")), Ok(Some(1 << 32)), "{frame}");
+            assert_eq!(limit(&with("18446744073709551615")), Ok(Some(u64::MAX)));
+            assert_eq!(limit(&with("0")), Ok(Some(0)));
+            assert_eq!(limit(&with("null")), Ok(None));
+            // Past u64 a JSON number is read as a float; negatives and fractions are no count.
+            for bad in ["18446744073709551616", "-1", "2.5", "5.0", "1e3", "\"5\""] {
+                assert_eq!(limit(&with(bad)), Err(ErrorCode::BadFrame), "{frame} {bad}");
+            }
+        }
+    }
+
+    #[test]
+    fn null_in_an_optional_field_is_the_same_as_leaving_it_out() {
+        let same = |with_null: &str, without: &str| {
+            let a = decode_client(with_null).expect(with_null);
+            let b = decode_client(without).expect(without);
+            assert_eq!(a, b, "{with_null}");
+        };
+        same(
+            r#"{"type":"hello","versions":[1],"token":null,"ref":null}"#,
+            r#"{"type":"hello","versions":[1]}"#,
+        );
+        same(
+            r#"{"type":"create_room","room":"r","topic":null,"visibility":null}"#,
+            r#"{"type":"create_room","room":"r"}"#,
+        );
+        same(
+            r#"{"type":"join","room":"r","since_seq":null,"epoch":null}"#,
+            r#"{"type":"join","room":"r"}"#,
+        );
+        same(
+            r#"{"type":"list_rooms","after":null,"limit":null}"#,
+            r#"{"type":"list_rooms"}"#,
+        );
+        same(
+            r#"{"type":"members","room":"r","after":null,"limit":null}"#,
+            r#"{"type":"members","room":"r"}"#,
+        );
+        same(
+            r#"{"type":"history","room":"r","before_seq":null,"limit":null}"#,
+            r#"{"type":"history","room":"r"}"#,
+        );
+        // A required field is required: null is no value for it.
+        for text in [
+            r#"{"type":"join","room":null}"#,
+            r#"{"type":"set_topic","room":"r","topic":null}"#,
+            r#"{"type":"hello","versions":null}"#,
+        ] {
+            assert_eq!(decode_client(text).unwrap_err().code, ErrorCode::BadFrame);
+        }
     }
 
     #[test]

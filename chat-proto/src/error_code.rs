@@ -1,19 +1,21 @@
 //! Stable error codes carried by the `error` frame. The strings are the contract: a client
 //! matches on them, never on the human-readable `message` beside them.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Why the server refused a frame. Serialized as the snake_case string shown in `docs/protocol.md`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The text frame is not valid JSON.
     BadJson,
-    /// Valid JSON, but not a valid frame: not an object, a field missing or of the wrong type.
+    /// Valid JSON, but not a valid frame: not an object, a field missing or of the wrong type, a
+    /// bad `ref`; or a frame valid in form but not here (a second `hello`).
     BadFrame,
-    /// The `type` names no frame this protocol version knows.
+    /// The `type` names no client frame of the connection's protocol version.
     UnknownType,
-    /// The first frame was not `hello`.
+    /// The first frame was not `hello`; the connection is closed with 4000.
     HelloRequired,
     /// `hello` offered no version the server speaks; the connection is closed with 4002.
     UnsupportedVersion,
@@ -23,7 +25,8 @@ pub enum ErrorCode {
     AlreadyAuthenticated,
     /// Wrong username or password.
     InvalidCredentials,
-    /// The token is unknown, revoked or malformed.
+    /// The token is unknown, revoked or malformed. After `hello` the connection is closed with
+    /// 4003; after `auth` it stays open.
     InvalidToken,
     /// Self-registration is turned off on this server (`--registration closed`).
     RegistrationClosed,
@@ -33,7 +36,8 @@ pub enum ErrorCode {
     InvalidName,
     /// The password is shorter or longer than the limits allow.
     InvalidPassword,
-    /// A message body is empty, too long, or holds control characters other than `\n` and `\t`.
+    /// A message body is empty or only whitespace, too long, or holds control characters other
+    /// than `\n` and `\t`.
     InvalidBody,
     /// A topic is too long or holds control characters.
     InvalidTopic,
@@ -41,14 +45,15 @@ pub enum ErrorCode {
     InvalidId,
     /// `create_room` with a name that is taken.
     RoomExists,
-    /// No room by that name. (Private rooms exist for everyone: joining one without an invite is
-    /// `not_invited`.)
+    /// No room by that name, or a private room the user is neither a member of nor invited to
+    /// (to them it does not exist).
     NoSuchRoom,
     /// No user by that name.
     NoSuchUser,
-    /// The room is private and the user has not been invited.
+    /// `decline` of an invite the user does not have (or of a room that does not exist).
     NotInvited,
-    /// The frame needs the user to be a member of the room (`join` it first).
+    /// The user is not a member of the room, or (for `send` and `typing`) this connection has
+    /// not joined it: `join` it first.
     NotMember,
     /// The user may not do this here (e.g. invite into a direct-message room).
     Forbidden,
@@ -56,8 +61,9 @@ pub enum ErrorCode {
     NoSuchMessage,
     /// A reaction that is not one of the allowed emoji.
     InvalidEmoji,
-    /// Too many frames: wait `retry_after_ms` before sending again. Continuing to send closes
-    /// the connection with 4009.
+    /// The frame was not processed: too many frames, too many failed logins, or the server is
+    /// short of hashing capacity or outbound memory. Wait `retry_after_ms` before sending again;
+    /// continuing to send after a too-many-frames refusal closes the connection with 4009.
     RateLimited,
     /// The user already has as many connections as the server allows one user.
     TooManyConnections,
@@ -66,7 +72,8 @@ pub enum ErrorCode {
     /// The server failed to complete the request (e.g. storage error). Safe to retry; a `send`
     /// retried with the same `id` is stored at most once.
     Internal,
-    /// The server is shutting down and accepts no more work.
+    /// The server is shutting down, or its database is unreachable for the moment. Retryable;
+    /// a `send` may have been stored: resend it with the same `id`.
     Unavailable,
     /// Protocol 2. `revoke_session` named no session of this user (never one, or already
     /// revoked). Not worth retrying: list the sessions again.
@@ -148,6 +155,214 @@ impl ErrorCode {
         Self::NoSuchSession,
         Self::AccountDisabled,
     ];
+}
+
+/// Whether sending the refused frame again can succeed: the `retryable` of
+/// `docs/protocol.codes.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Sent again unchanged it fails the same way, until the client changes the frame or its own
+    /// state (authenticates, joins the room, closes another connection...). `false` in the file.
+    No,
+    /// A transient failure: send the same frame again, with backoff (after reconnecting, if the
+    /// connection closed). `true` in the file.
+    Yes,
+    /// Send it again unchanged once the error's `retry_after_ms` has passed. `"after_ms"` in the
+    /// file.
+    AfterMs,
+}
+
+impl ErrorCode {
+    /// What the code means, as `docs/protocol.md` §8 says.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Self::BadJson => "The text frame is not valid JSON (an empty frame included).",
+            Self::BadFrame => {
+                "Valid JSON but not a valid frame: not an object, `type` missing or not a string, a \
+                 required field missing, a field of the wrong type, a bad `ref`; or a frame valid \
+                 in form but not here (a second `hello`, `join` with only one of `since_seq` and \
+                 `epoch`, `set_status` `offline`)."
+            }
+            Self::UnknownType => "`type` names no client frame of this protocol version.",
+            Self::HelloRequired => {
+                "The first frame was not `hello`; the connection is closed with 4000."
+            }
+            Self::UnsupportedVersion => {
+                "`hello` offered no protocol version the server speaks; the connection is closed \
+                 with 4002."
+            }
+            Self::AuthRequired => "The connection is not authenticated.",
+            Self::AlreadyAuthenticated => "The connection is already authenticated.",
+            Self::InvalidCredentials => {
+                "Unknown user or wrong password (the two are indistinguishable)."
+            }
+            Self::InvalidToken => {
+                "The token is malformed, unknown or revoked. After `hello` the connection is \
+                 closed with 4003; after `auth` it stays open."
+            }
+            Self::RegistrationClosed => "Self-registration is off on this server.",
+            Self::UsernameTaken => "The username is already registered.",
+            Self::InvalidName => "A user or room name breaks the name rules.",
+            Self::InvalidPassword => "The password is not 8-1024 bytes.",
+            Self::InvalidBody => {
+                "The body is empty or only whitespace, over 16384 bytes, or holds control \
+                 characters other than `\\n` and `\\t`."
+            }
+            Self::InvalidTopic => "The topic is over 512 bytes or holds control characters.",
+            Self::InvalidId => "The message id is not 1-64 bytes of `A-Z a-z 0-9 _ - . :`.",
+            Self::RoomExists => "A room by that name exists (a private one included).",
+            Self::NoSuchRoom => {
+                "No room by that name, or a private room the user is neither a member of nor \
+                 invited to."
+            }
+            Self::NoSuchUser => "No user by that name.",
+            Self::NotInvited => "The user has no invite to that room (or there is no such room).",
+            Self::NotMember => {
+                "The user is not a member of the room, or (for `send` and `typing`) this \
+                 connection has not joined it."
+            }
+            Self::Forbidden => {
+                "Not allowed here: `invite` into a direct-message room, `open_dm` with oneself, \
+                 `delete_room` by anyone but the owner or of a direct-message room, `edit` of \
+                 someone else's message, `delete` of someone else's message by a non-moderator."
+            }
+            Self::NoSuchMessage => {
+                "No message with that seq in the room (a seq of another kind of event included), \
+                 or, for `edit` and `react`, a deleted one."
+            }
+            Self::InvalidEmoji => "The reaction is not one of the allowed emoji.",
+            Self::NoSuchSession => "No session of the user has that id.",
+            Self::AccountDisabled => {
+                "The account is disabled by the server's operator: it cannot log in."
+            }
+            Self::RateLimited => {
+                "The frame was not processed: too many frames, too many failed logins, or the \
+                 server is short of hashing capacity or outbound memory. The error carries \
+                 `retry_after_ms`."
+            }
+            Self::TooManyConnections => {
+                "The user already has as many connections as one user may; this connection \
+                 stays open, unauthenticated."
+            }
+            Self::LimitReached => {
+                "A per-user quota is used up: rooms owned, or invites this hour (the message \
+                 says which)."
+            }
+            Self::Internal => {
+                "The server failed to complete the request (storage or hashing error); for a \
+                 `send`, the message was not stored."
+            }
+            Self::Unavailable => {
+                "The server is shutting down, or its database is unreachable or not answering \
+                 for the moment. For a `send`, the message may have been stored."
+            }
+        }
+    }
+
+    /// Whether the refused frame can succeed if sent again (see [`Retry`]).
+    pub fn retryable(self) -> Retry {
+        match self {
+            Self::RateLimited => Retry::AfterMs,
+            Self::Internal | Self::Unavailable => Retry::Yes,
+            Self::BadJson
+            | Self::BadFrame
+            | Self::UnknownType
+            | Self::HelloRequired
+            | Self::UnsupportedVersion
+            | Self::AuthRequired
+            | Self::AlreadyAuthenticated
+            | Self::InvalidCredentials
+            | Self::InvalidToken
+            | Self::RegistrationClosed
+            | Self::UsernameTaken
+            | Self::InvalidName
+            | Self::InvalidPassword
+            | Self::InvalidBody
+            | Self::InvalidTopic
+            | Self::InvalidId
+            | Self::RoomExists
+            | Self::NoSuchRoom
+            | Self::NoSuchUser
+            | Self::NotInvited
+            | Self::NotMember
+            | Self::Forbidden
+            | Self::NoSuchMessage
+            | Self::InvalidEmoji
+            | Self::NoSuchSession
+            | Self::AccountDisabled
+            | Self::TooManyConnections
+            | Self::LimitReached => Retry::No,
+        }
+    }
+
+    /// What a client does about it.
+    pub fn action(self) -> &'static str {
+        match self {
+            Self::BadJson | Self::BadFrame => {
+                "Fix the frame (the `message` says what is wrong). 10 malformed frames in a row \
+                 close the connection with 4000."
+            }
+            Self::UnknownType => {
+                "Do not send that frame on this connection: it is misspelt or needs a later \
+                 protocol version than `welcome.protocol`."
+            }
+            Self::HelloRequired => "Reconnect and send `hello` first.",
+            Self::UnsupportedVersion => {
+                "Do not reconnect with the same versions: the server speaks none of them (the \
+                 `message` lists its own)."
+            }
+            Self::AuthRequired => "Send `register`, `login` or `auth`, then the frame again.",
+            Self::AlreadyAuthenticated => {
+                "Nothing: the connection is authenticated already. Another user needs another \
+                 connection."
+            }
+            Self::InvalidCredentials => {
+                "Ask for the username and password again. Failed logins make later ones wait \
+                 (`rate_limited`)."
+            }
+            Self::InvalidToken => "Forget the token and log in with a password.",
+            Self::RegistrationClosed => "Ask the server's operator for an account, then `login`.",
+            Self::UsernameTaken => "Choose another username, or `login` if it is yours.",
+            Self::InvalidName => "Fix the name (docs/protocol.md §7.2).",
+            Self::InvalidPassword => "Choose a password of 8-1024 bytes.",
+            Self::InvalidBody | Self::InvalidTopic => {
+                "Fix the text: sent again unchanged it fails again."
+            }
+            Self::InvalidId => "Use a valid id, e.g. a fresh UUID.",
+            Self::RoomExists => "Choose another name, or `join` the room.",
+            Self::NoSuchRoom => "Check the name; a private room needs an invite first.",
+            Self::NoSuchUser => "Check the name.",
+            Self::NotInvited => "Nothing: there is no invite to decline.",
+            Self::NotMember => "`join` the room on this connection, then send the frame again.",
+            Self::Forbidden => "Do not send it again.",
+            Self::NoSuchMessage => {
+                "Refresh the room (`history`): the message is not there, or is a tombstone."
+            }
+            Self::InvalidEmoji => "Use one of the emoji listed in docs/protocol.md §12.4.",
+            Self::NoSuchSession => "Ask `sessions` again: it was revoked or never existed.",
+            Self::AccountDisabled => "Do not retry; ask the server's operator.",
+            Self::RateLimited => {
+                "Wait `retry_after_ms`, then send the frame again. Frames sent sooner after a \
+                 too-many-frames refusal are strikes, and too many close the connection with \
+                 4009."
+            }
+            Self::TooManyConnections => {
+                "Close another of the user's connections, then authenticate again."
+            }
+            Self::LimitReached => {
+                "Delete a room the user owns, or wait for the hour's invites to come back."
+            }
+            Self::Internal => {
+                "Send it again, with backoff; a `send` again with the same `id` is stored at most \
+                 once."
+            }
+            Self::Unavailable => {
+                "Send it again with backoff, after reconnecting if the connection closed; send a \
+                 `send` again with the same `id`: if it was stored, the `ack` comes back with \
+                 `duplicate: true`."
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for ErrorCode {

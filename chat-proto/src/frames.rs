@@ -1,6 +1,7 @@
 //! The frames: one enum per direction, tagged by `type`. Any frame may also carry a `ref` (see
 //! [`crate::Envelope`]); unknown fields are ignored so that later versions can add fields.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ErrorCode;
@@ -11,7 +12,7 @@ use crate::types::{
 };
 
 /// A frame the client sends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
     /// Must be the first frame. Lists the protocol versions the client speaks; may carry a token
@@ -35,14 +36,17 @@ pub enum ClientFrame {
         /// Only rooms named after this one (the `next` of the previous page).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<String>,
-        /// At most this many rooms; default and most: [`crate::limits::ROOM_PAGE_MAX`].
+        /// At most this many rooms; default and most 200.
+        /// Any integer from 0 to 2^64-1 is accepted and clamped to 1-200.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        limit: Option<u32>,
+        limit: Option<u64>,
     },
     /// Create a room and become its first member. Answered by `room_created`.
     CreateRoom {
         room: String,
-        #[serde(default)]
+        /// `public` (the default) or `private`; `null` is the default too.
+        #[serde(default, deserialize_with = "null_as_default")]
+        #[schemars(with = "Option<Visibility>", default = "Visibility::default")]
         visibility: Visibility,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         topic: Option<String>,
@@ -68,9 +72,10 @@ pub enum ClientFrame {
         /// Only members named after this one (the `next` of the previous page).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<String>,
-        /// At most this many; default and most: [`crate::limits::MEMBER_PAGE_MAX`].
+        /// At most this many; default and most 500. Any
+        /// integer from 0 to 2^64-1 is accepted and clamped to 1-500.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        limit: Option<u32>,
+        limit: Option<u64>,
     },
     /// Set (or clear, with `""`) the room's topic.
     SetTopic { room: String, topic: String },
@@ -118,8 +123,10 @@ pub enum ClientFrame {
         room: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         before_seq: Option<u64>,
+        /// At most this many messages; default 50. Any integer from 0 to 2^64-1 is accepted and
+        /// clamped to 1-200.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        limit: Option<u32>,
+        limit: Option<u64>,
     },
     /// Start (`true`, refresh every few seconds) or stop (`false`) the typing indicator.
     Typing { room: String, active: bool },
@@ -249,16 +256,29 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
 ];
 
 /// A frame the server sends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     /// Answer to `hello`: the chosen version, and the user if the handshake carried a valid token.
     Welcome {
+        /// The protocol version this connection speaks: the highest both sides listed.
         protocol: u32,
+        /// Server name and version, e.g. `chat-server/0.1.0`.
         server: String,
+        /// The authenticated user (by header or `hello` token), else `null`.
         user: Option<String>,
+        /// How often the server sends a WebSocket ping, in ms.
         heartbeat_ms: u64,
+        /// How long past a ping interval a silent connection is kept, in ms: silent for more than
+        /// `heartbeat_ms` + this at a ping, it is closed with 4010.
+        heartbeat_timeout_ms: u64,
+        /// How long a typing indicator lasts without a refresh, in ms.
+        typing_timeout_ms: u64,
         limits: Limits,
+        /// What this connection may use beyond protocol 1, by name (see
+        /// [`crate::capabilities`]); empty on protocol 1.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        capabilities: Vec<String>,
     },
     /// Authentication succeeded. `token` is present after `register` and `login`: keep it secret.
     AuthOk {
@@ -450,6 +470,17 @@ pub const SERVER_FRAME_TYPES: &[&str] = &[
 
 fn yes() -> bool {
     true
+}
+
+/// `null` in a client frame's optional field means the same as leaving the field out
+/// (docs/protocol.md §3): for a field with a default, the default. `Option` fields do this by
+/// themselves; this makes the others agree.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 impl ServerFrame {

@@ -9,6 +9,7 @@
 
 pub mod close;
 mod codec;
+pub mod contract;
 mod error_code;
 pub mod events;
 mod frames;
@@ -16,7 +17,7 @@ pub mod limits;
 mod types;
 
 pub use codec::{DecodeError, Envelope, decode_client, decode_server, encode, encoded_type};
-pub use error_code::ErrorCode;
+pub use error_code::{ErrorCode, Retry};
 pub use events::{EventKind, Fold, Reaction, Role, RoomEvent};
 pub use frames::{CLIENT_FRAME_TYPES, ClientFrame, SERVER_FRAME_TYPES, ServerFrame};
 pub use types::{
@@ -30,6 +31,24 @@ pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Every version this build can speak, oldest first.
 pub const SUPPORTED_VERSIONS: &[u32] = &[1, 2];
+
+/// What a connection speaking `version` may use beyond protocol 1, as `welcome.capabilities`
+/// names it: a client checks a name rather than a version number.
+pub fn capabilities(version: u32) -> &'static [&'static str] {
+    if version >= 2 {
+        &[
+            "edit",
+            "delete",
+            "reply",
+            "react",
+            "read_state",
+            "room_log",
+            "sessions",
+        ]
+    } else {
+        &[]
+    }
+}
 
 /// Picks the version to speak: the highest one both sides list, if any.
 pub fn negotiate_version(offered: &[u32]) -> Option<u32> {

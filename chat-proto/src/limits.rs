@@ -112,7 +112,9 @@ pub fn check_password(password: &str) -> Result<(), Refusal> {
 }
 
 /// Whether `c` is a control character a body or topic may not carry: C0 (but `\n` and `\t` in
-/// bodies), DEL and C1.
+/// bodies), DEL and C1, i.e. Unicode's general category Cc, U+0000-U+001F and U+007F-U+009F
+/// (docs/protocol.md §7.2). Format characters (Cf, e.g. U+200B, U+202E) are not control
+/// characters here.
 fn is_forbidden_control(c: char, allow_newline_tab: bool) -> bool {
     if allow_newline_tab && (c == '\n' || c == '\t') {
         return false;
@@ -121,6 +123,7 @@ fn is_forbidden_control(c: char, allow_newline_tab: bool) -> bool {
 }
 
 /// Message bodies: 1–16 KiB of UTF-8, not only whitespace, no control characters but `\n`, `\t`.
+/// Whitespace is Unicode's White_Space property (what `str::trim` removes).
 pub fn check_body(body: &str) -> Result<(), Refusal> {
     if body.trim().is_empty() {
         return Err("the body is empty");
@@ -207,6 +210,40 @@ mod tests {
         assert!(check_topic("Rust talk").is_ok());
         assert!(check_topic("a\nb").is_err());
         assert!(check_topic(&"t".repeat(MAX_TOPIC_BYTES + 1)).is_err());
+    }
+
+    /// The definitions docs/protocol.md §7.2 gives, checked against every char.
+    #[test]
+    fn control_characters_and_whitespace_are_exactly_as_documented() {
+        let control = |c: char| c <= '\u{1f}' || ('\u{7f}'..='\u{9f}').contains(&c);
+        const WHITESPACE: &[char] = &[
+            '\u{9}', '\u{a}', '\u{b}', '\u{c}', '\u{d}', ' ', '\u{85}', '\u{a0}', '\u{1680}',
+            '\u{2000}', '\u{2001}', '\u{2002}', '\u{2003}', '\u{2004}', '\u{2005}', '\u{2006}',
+            '\u{2007}', '\u{2008}', '\u{2009}', '\u{200a}', '\u{2028}', '\u{2029}', '\u{202f}',
+            '\u{205f}', '\u{3000}',
+        ];
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            let lone = c.to_string();
+            let among = format!("a{c}b");
+            assert_eq!(check_topic(&among).is_err(), control(c), "topic {c:?}");
+            let refused_as_control = control(c) && c != '\n' && c != '\t';
+            assert_eq!(
+                check_body(&among).is_err(),
+                refused_as_control,
+                "body {c:?}"
+            );
+            let refused_alone = refused_as_control || WHITESPACE.contains(&c);
+            assert_eq!(
+                check_body(&lone).is_err(),
+                refused_alone,
+                "body of {c:?} alone"
+            );
+        }
+        assert_eq!(
+            check_body("\u{200b}"),
+            Ok(()),
+            "zero-width space is not whitespace"
+        );
     }
 
     #[test]

@@ -1,18 +1,23 @@
 //! Values carried inside frames.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A client's correlation value: any string or integer it attaches as `ref` to a request. The
 /// server echoes it on the direct reply (or `error`) to that request, never on broadcasts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Ref {
+    /// A signed 64-bit integer. JavaScript's numbers hold integers exactly only up to 2^53:
+    /// clients there should use string refs.
     Num(i64),
-    Str(String),
+    /// At most 64 bytes of UTF-8 (`limits::MAX_REF_BYTES`); a longer one is `bad_frame`. The
+    /// schema's `maxLength` counts characters: the byte limit is the server's.
+    Str(#[schemars(length(max = 64))] String),
 }
 
 /// Who may join a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Visibility {
     /// Anyone may see and join it.
@@ -23,7 +28,7 @@ pub enum Visibility {
 }
 
 /// What kind of room this is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RoomKind {
     /// A named room made with `create_room`.
@@ -33,7 +38,7 @@ pub enum RoomKind {
 }
 
 /// A user's presence in a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// At least one of the user's connections is in the room, and the user is not away.
@@ -45,7 +50,7 @@ pub enum Status {
 }
 
 /// One entry of a room listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RoomInfo {
     pub room: String,
     pub kind: RoomKind,
@@ -61,7 +66,7 @@ pub struct RoomInfo {
 }
 
 /// A member of a room and their presence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Member {
     pub user: String,
     pub status: Status,
@@ -72,7 +77,7 @@ pub type PresenceChange = Member;
 
 /// A stored message as carried in `joined`, `replay` and `history` (the room is the frame's),
 /// folded: its current body, and (protocol 2) what was done to it since it was sent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HistoryMessage {
     /// The room's sequence number: strictly increasing, gap-free, assigned by the server.
     pub seq: u64,
@@ -103,7 +108,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// Where the user is in a room they are a member of: synced across their devices by `mark_read`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReadState {
     /// The highest seq the user marked read (0: none).
     pub read_seq: u64,
@@ -115,7 +120,7 @@ pub struct ReadState {
 }
 
 /// How `joined` fills the client in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CatchUp {
     /// No `since_seq` was given: `messages` are the room's most recent ones.
@@ -128,23 +133,34 @@ pub enum CatchUp {
     Reload,
 }
 
-/// The limits the server enforces, announced in `welcome`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The limits the server enforces, announced in `welcome`: what a client paces itself by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Limits {
+    /// Largest WebSocket message the server accepts, in bytes; a larger one closes with 1009.
     pub max_frame_bytes: u64,
+    /// Longest message body, in bytes of UTF-8.
     pub max_body_bytes: u64,
+    /// Most messages in one `history` reply or one `joined`/`replay` page.
     pub history_page_max: u32,
     /// Largest gap a `join` with `since_seq` replays; beyond it the answer is `reload`.
     pub max_replay: u64,
-    /// Token bucket: sustained frames per second per user.
+    /// Token bucket: sustained frames per second per user (0: no limit).
     pub rate_per_sec: u32,
     /// Token bucket: burst size per user.
     pub rate_burst: u32,
+    /// Frames the server queues for one connection that is not reading before it closes the
+    /// connection with 4008.
+    pub outbound_queue_frames: u64,
+    /// Unsent bytes the server holds for one connection before it closes the connection with
+    /// 4008 (events) or makes replies wait (those that grow with the data).
+    pub outbound_queue_bytes: u64,
+    /// Messages a `joined` carries with `catch_up` `recent` or `reload` (the room's latest).
+    pub history_on_join: u32,
 }
 
 /// One of a user's sessions (a token issued by `register` or `login`), as `session_list` shows
 /// it. The token itself is never shown again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionInfo {
     /// The session's public id, for `revoke_session`: 16 hex characters derived one way from
     /// the token's stored hash. It does not let anyone find or use the token.

@@ -104,6 +104,40 @@ fn every_example_decodes_and_every_frame_type_is_shown() {
     }
 }
 
+/// A validator of `$defs.ClientFrame` or `$defs.ServerFrame` of the generated schema.
+fn validator(name: &str) -> jsonschema::Validator {
+    let mut schema = chat_proto::contract::schema();
+    schema["$ref"] = format!("#/$defs/{name}").into();
+    if let Some(o) = schema.as_object_mut() {
+        o.remove("anyOf");
+    }
+    jsonschema::validator_for(&schema).expect("the schema compiles")
+}
+
+/// The schema says at least what the document shows: every example is valid against the union
+/// of its direction. (That the file is the schema the types generate is `tests/contract.rs`.)
+#[test]
+fn every_example_is_valid_against_the_schema() {
+    let (client, server) = (validator("ClientFrame"), validator("ServerFrame"));
+    let mut checked = 0;
+    for (info, body, line) in blocks(&doc()) {
+        let schema = match info.as_str() {
+            "json client" => &client,
+            "json server" => &server,
+            _ => continue,
+        };
+        let example: Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("line {line}: {e}"));
+        let errors: Vec<String> = schema
+            .iter_errors(&example)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "line {line}: {}", errors.join("; "));
+        checked += 1;
+    }
+    assert!(checked >= 36, "only {checked} examples");
+}
+
 #[test]
 fn every_error_code_and_close_code_is_documented() {
     let doc = doc();

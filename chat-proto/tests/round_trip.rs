@@ -15,6 +15,21 @@ use proptest::sample::select;
 /// Modest: the suite runs on two shared cores.
 const CASES: u32 = 256;
 
+/// Validators of `$defs.ClientFrame` and `$defs.ServerFrame` of the generated schema.
+static SCHEMAS: std::sync::LazyLock<(jsonschema::Validator, jsonschema::Validator)> =
+    std::sync::LazyLock::new(|| {
+        let root = chat_proto::contract::schema();
+        let of = |name: &str| {
+            let mut schema = root.clone();
+            schema["$ref"] = format!("#/$defs/{name}").into();
+            if let Some(o) = schema.as_object_mut() {
+                o.remove("anyOf");
+            }
+            jsonschema::validator_for(&schema).expect("the schema compiles")
+        };
+        (of("ClientFrame"), of("ServerFrame"))
+    });
+
 /// Any chars, controls and surrogate-free astral ones included; short, so cases stay cheap.
 fn text() -> impl Strategy<Value = String> {
     proptest::collection::vec(any::<char>(), 0..12).prop_map(String::from_iter)
@@ -97,14 +112,20 @@ fn limits() -> impl Strategy<Value = Limits> {
         any::<u64>(),
         any::<u32>(),
         any::<u32>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u32>(),
     )
-        .prop_map(|(a, b, c, d, e, f)| Limits {
+        .prop_map(|(a, b, c, d, e, f, g, h, i)| Limits {
             max_frame_bytes: a,
             max_body_bytes: b,
             history_page_max: c,
             max_replay: d,
             rate_per_sec: e,
             rate_burst: f,
+            outbound_queue_frames: g,
+            outbound_queue_bytes: h,
+            history_on_join: i,
         })
 }
 
@@ -118,11 +139,11 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
             (text(), text()).prop_map(|(username, password)| C::Login { username, password }),
             text().prop_map(|token| C::Auth { token }),
             Just(C::Logout),
-            (opt_text(), any::<Option<u32>>())
+            (opt_text(), any::<Option<u64>>())
                 .prop_map(|(after, limit)| C::ListRooms { after, limit }),
             text().prop_map(|room| C::DeleteRoom { room }),
             text().prop_map(|room| C::Decline { room }),
-            (text(), opt_text(), any::<Option<u32>>())
+            (text(), opt_text(), any::<Option<u64>>())
                 .prop_map(|(room, after, limit)| C::Members { room, after, limit }),
             Just(C::Ping),
             status().prop_map(|status| C::SetStatus { status }),
@@ -148,7 +169,7 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
             body,
             reply_to: None,
         }),
-        (text(), any::<Option<u64>>(), any::<Option<u32>>()).prop_map(
+        (text(), any::<Option<u64>>(), any::<Option<u64>>()).prop_map(
             |(room, before_seq, limit)| C::History {
                 room,
                 before_seq,
@@ -186,15 +207,37 @@ fn sessions() -> impl Strategy<Value = Vec<SessionInfo>> {
 fn server_frame() -> impl Strategy<Value = ServerFrame> {
     use ServerFrame as S;
     let replies = prop_oneof![
-        (any::<u32>(), text(), opt_text(), any::<u64>(), limits()).prop_map(
-            |(protocol, server, user, heartbeat_ms, limits)| S::Welcome {
-                protocol,
-                server,
-                user,
-                heartbeat_ms,
-                limits
-            }
-        ),
+        (
+            any::<u32>(),
+            text(),
+            opt_text(),
+            any::<(u64, u64, u64)>(),
+            limits()
+        )
+            .prop_map(
+                |(
+                    protocol,
+                    server,
+                    user,
+                    (heartbeat_ms, heartbeat_timeout_ms, typing_timeout_ms),
+                    limits,
+                )| {
+                    S::Welcome {
+                        protocol,
+                        server,
+                        user,
+                        heartbeat_ms,
+                        heartbeat_timeout_ms,
+                        typing_timeout_ms,
+                        capabilities: if protocol % 2 == 0 {
+                            vec![format!("cap{protocol}")]
+                        } else {
+                            Vec::new()
+                        },
+                        limits,
+                    }
+                }
+            ),
         (text(), opt_text()).prop_map(|(user, token)| S::AuthOk { user, token }),
         Just(S::Ok),
         (proptest::collection::vec(room_info(), 0..3), opt_text())
@@ -306,11 +349,15 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
 
+    /// ...and the JSON Schema accepts every frame the types can make: a schema that says less
+    /// than the types (a range too narrow, a field required that may be left out) fails here.
     #[test]
     fn client_frames_round_trip(frame in client_frame(), reference in reference()) {
         let text = encode(&frame, reference.as_ref());
         let back = decode_client(&text);
         prop_assert_eq!(back, Ok(Envelope { reference, frame }), "{}", text);
+        let value: serde_json::Value = serde_json::from_str(&text).expect("json");
+        prop_assert!(SCHEMAS.0.is_valid(&value), "{}", text);
     }
 
     #[test]
@@ -318,6 +365,8 @@ proptest! {
         let text = encode(&frame, reference.as_ref());
         let back = decode_server(&text);
         prop_assert_eq!(back, Ok(Envelope { reference, frame }), "{}", text);
+        let value: serde_json::Value = serde_json::from_str(&text).expect("json");
+        prop_assert!(SCHEMAS.1.is_valid(&value), "{}", text);
     }
 
     /// Whatever arrives, decoding answers (a frame or a typed error) and never panics; an error's

@@ -624,6 +624,7 @@ async fn a_node_killed_under_load_loses_and_doubles_nothing() {
     // One seq per message. Not gap-free among messages: a reader or sender that joins the room
     // for the first time during the load takes a seq for its join (the log's own gap-freeness
     // is the store suite's).
+    assert_eq!(seqs.len() as u64, total, "every message acked once");
     let mut distinct = seqs.clone();
     distinct.dedup();
     assert_eq!(distinct.len(), seqs.len(), "one seq per message");

@@ -5,8 +5,10 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use support::{Client, Next, TestServer, send_many, setup_room};
+use tokio_tungstenite::tungstenite::Message;
 
 /// Collects the seqs a joiner receives for `room` (snapshot, replay pages and live messages)
 /// until it has seen `last`. Panics on a duplicate, naming the frames that carried it.
@@ -340,6 +342,75 @@ async fn graceful_shutdown_acks_what_it_read_and_closes_with_1001() {
     let latest = store.latest_seq("r").await.expect("latest");
     assert!(latest >= acked, "acked {acked} but only {latest} stored");
     let _ = epoch;
+}
+
+/// docs/protocol.md §7.5: frames the server has not read when it stops get no reply at all
+/// before the 1001; the client sends them again after reconnecting, with the same ids, and each
+/// message is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_unread_at_shutdown_get_no_reply_and_are_sent_again_with_the_same_ids() {
+    let mut server = TestServer::start(|_| {}).await;
+    let url = server.url();
+    let (mut c, token) = Client::register(&url, "alice").await;
+    c.send(json!({"type":"create_room","room":"r"})).await;
+    c.recv_type("room_created").await;
+    c.join("r").await;
+    c.send(json!({"type":"send","room":"r","id":"early","body":"x","ref":"early"}))
+        .await;
+    assert_eq!(c.recv_type("ack").await["seq"], 1);
+
+    // The first poll of shutdown stops every connection's reading; the rest runs on its own.
+    let mut stopping = Box::pin(server.server.take().expect("running").shutdown());
+    let _ = tokio::time::timeout(Duration::ZERO, stopping.as_mut()).await;
+    let stopper = tokio::spawn(stopping);
+    let late = ["late-1", "late-2", "late-3"];
+    for id in late {
+        // The server may already have closed: a failed send is an unread frame too.
+        let frame = json!({"type":"send","room":"r","id":id,"body":"x","ref":id});
+        let _ = c.ws.send(Message::text(frame.to_string())).await;
+    }
+    let _ =
+        c.ws.send(Message::text(r#"{"type":"ping","ref":"p"}"#))
+            .await;
+    let code = loop {
+        match c.next_within(support::WAIT).await {
+            Next::Frame(v) => assert!(v.get("ref").is_none(), "a reply to an unread frame: {v}"),
+            Next::Closed(code) => break code,
+            Next::Timeout => panic!("no close after shutdown"),
+        }
+    };
+    assert_eq!(code, Some(chat_proto::close::GOING_AWAY));
+    stopper.await.expect("shutdown");
+
+    // The client reconnects and sends them again, the one already acked too.
+    let server = TestServer::start_in(server.dir, |_| {}).await;
+    let mut c = Client::resume(&server.url(), &token).await;
+    c.join("r").await;
+    for id in ["early"].iter().chain(&late) {
+        c.send(json!({"type":"send","room":"r","id":id,"body":"x","ref":id}))
+            .await;
+    }
+    let mut acks = BTreeSet::new();
+    while acks.len() < 1 + late.len() {
+        let v = c.recv().await;
+        assert_ne!(v["type"], "error", "{v}");
+        if v["type"] == "ack" {
+            let fresh = v["duplicate"] == false;
+            acks.insert((v["seq"].as_u64().expect("seq"), v["ref"].to_string(), fresh));
+        }
+    }
+    let expected: BTreeSet<(u64, String, bool)> = [
+        (1, "\"early\"".into(), false),
+        (2, "\"late-1\"".into(), true),
+        (3, "\"late-2\"".into(), true),
+        (4, "\"late-3\"".into(), true),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        acks, expected,
+        "each message stored once, the unread ones only now"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,7 +119,7 @@ fn fill_gap(r: &mut Room) -> Option<Command> {
     let frame = ClientFrame::History {
         room: r.name.clone(),
         before_seq: Some(fetch.before),
-        limit: Some(fetch.limit),
+        limit: Some(u64::from(fetch.limit)),
     };
     r.fetch = Some(fetch);
     Some(Command::Send(frame, None))

@@ -62,6 +62,8 @@ impl Session {
             server: format!("chat-server/{}", env!("CARGO_PKG_VERSION")),
             user: self.authed.as_ref().map(|a| a.reg.user.to_string()),
             heartbeat_ms: c.ping_interval.as_millis() as u64,
+            heartbeat_timeout_ms: c.ping_timeout.as_millis() as u64,
+            typing_timeout_ms: c.typing_timeout.as_millis() as u64,
             limits: Limits {
                 max_frame_bytes: limits::MAX_FRAME_BYTES as u64,
                 max_body_bytes: limits::MAX_BODY_BYTES as u64,
@@ -69,7 +71,14 @@ impl Session {
                 max_replay: c.max_replay,
                 rate_per_sec: c.rate_per_sec,
                 rate_burst: c.rate_burst,
+                outbound_queue_frames: c.outbound_queue as u64,
+                outbound_queue_bytes: c.outbound_queue_bytes as u64,
+                history_on_join: c.history_on_join,
             },
+            capabilities: chat_proto::capabilities(version)
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
         });
     }
 

@@ -150,10 +150,10 @@ impl Session {
         &mut self,
         room: String,
         before_seq: Option<u64>,
-        limit: Option<u32>,
+        limit: Option<u64>,
     ) -> Outcome {
         self.require_member(&room).await?;
-        let limit = limit.unwrap_or(DEFAULT_HISTORY).clamp(1, HISTORY_PAGE_MAX);
+        let limit = super::page_limit(limit, DEFAULT_HISTORY, HISTORY_PAGE_MAX);
         let room_for_it = self.reserve_reply().await.map_err(|f| f.in_room(&room))?;
         let user = self.authed()?.reg.user.clone();
         let v2 = self.version >= 2;

@@ -16,10 +16,10 @@ impl Session {
         &mut self,
         room: String,
         after: Option<String>,
-        limit: Option<u32>,
+        limit: Option<u64>,
     ) -> Outcome {
         self.require_member(&room).await?;
-        let limit = limit.unwrap_or(MEMBER_PAGE_MAX).clamp(1, MEMBER_PAGE_MAX);
+        let limit = super::page_limit(limit, MEMBER_PAGE_MAX, MEMBER_PAGE_MAX);
         let room_for_it = self.reserve_reply().await.map_err(|f| f.in_room(&room))?;
         let mut users = self
             .ctx

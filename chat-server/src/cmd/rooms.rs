@@ -89,10 +89,10 @@ impl Session {
     pub(crate) async fn list_rooms(
         &mut self,
         after: Option<String>,
-        limit: Option<u32>,
+        limit: Option<u64>,
     ) -> Outcome {
         let user = self.authed()?.reg.user.clone();
-        let limit = limit.unwrap_or(ROOM_PAGE_MAX).clamp(1, ROOM_PAGE_MAX);
+        let limit = super::page_limit(limit, ROOM_PAGE_MAX, ROOM_PAGE_MAX);
         let room_for_it = self.reserve_reply().await?;
         let mut rooms = self
             .ctx

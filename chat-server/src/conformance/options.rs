@@ -17,6 +17,7 @@ pub fn apply(c: &mut Config, name: &str, value: &str) -> Result<(), String> {
         "max_replay" => c.max_replay = num()?,
         "history_on_join" => c.history_on_join = num()? as u32,
         "outbound_queue" => c.outbound_queue = num()? as usize,
+        "outbound_queue_bytes" => c.outbound_queue_bytes = num()? as usize,
         "max_rooms_per_user" => c.max_rooms_per_user = num()? as u32,
         "max_invites_per_hour" => c.max_invites_per_hour = num()? as u32,
         "max_sessions_per_user" => c.max_sessions_per_user = num()?.clamp(1, 1000) as u32,

@@ -50,6 +50,8 @@ pub const TRANSCRIPTS: &[Transcript] = &[
     t!("27_edits_deletes"),
     t!("28_reactions_replies"),
     t!("29_read_state"),
+    t!("33_negotiation_and_pacing"),
+    t!("34_numbers_nulls_and_refs"),
     t!("41_change_password"),
     t!("42_sessions"),
     t!("43_session_bound"),
