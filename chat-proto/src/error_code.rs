@@ -56,6 +56,9 @@ pub enum ErrorCode {
     NoSuchMessage,
     /// A reaction that is not one of the allowed emoji.
     InvalidEmoji,
+    /// A `search` query that cannot be parsed or breaks the bounds (at most 256 bytes and 8
+    /// terms; something to look for): the message says which (docs/protocol.md §12.7).
+    InvalidQuery,
     /// Too many frames: wait `retry_after_ms` before sending again. Continuing to send closes
     /// the connection with 4009.
     RateLimited,
@@ -98,6 +101,7 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::NoSuchMessage => "no_such_message",
             Self::InvalidEmoji => "invalid_emoji",
+            Self::InvalidQuery => "invalid_query",
             Self::RateLimited => "rate_limited",
             Self::TooManyConnections => "too_many_connections",
             Self::LimitReached => "limit_reached",
@@ -132,6 +136,7 @@ impl ErrorCode {
         Self::Forbidden,
         Self::NoSuchMessage,
         Self::InvalidEmoji,
+        Self::InvalidQuery,
         Self::RateLimited,
         Self::TooManyConnections,
         Self::LimitReached,
