@@ -131,7 +131,7 @@ pub enum ClientFrame {
         /// The `next` of the previous page: only results after it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         before: Option<String>,
-        /// With `room`: only messages with seq below this one (instead of `before`).
+        /// With `room`: only messages with seq below this one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         before_seq: Option<u64>,
         /// At most this many results: default 20, clamped to 1..=50.
