@@ -188,7 +188,17 @@ mod tests {
     fn tokens_cut_like_unicode61() {
         assert_eq!(
             tokens("bob@example.com: 3.14, foo_bar—Été! 日本語"),
-            ["bob", "example", "com", "3", "14", "foo", "bar", "été", "日本語"]
+            [
+                "bob",
+                "example",
+                "com",
+                "3",
+                "14",
+                "foo",
+                "bar",
+                "été",
+                "日本語"
+            ]
         );
     }
 }

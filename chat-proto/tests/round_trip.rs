@@ -295,18 +295,20 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
                     (text(), any::<u64>(), text(), text(), text()),
                     (any::<i64>(), any::<Option<u64>>(), any::<Option<i64>>())
                 )
-                    .prop_map(|((room, seq, id, from, body), (ts, reply_to, edited))| {
-                        SearchResult {
-                            room,
-                            seq,
-                            id,
-                            from,
-                            body,
-                            ts,
-                            reply_to,
-                            edited,
+                    .prop_map(
+                        |((room, seq, id, from, body), (ts, reply_to, edited))| {
+                            SearchResult {
+                                room,
+                                seq,
+                                id,
+                                from,
+                                body,
+                                ts,
+                                reply_to,
+                                edited,
+                            }
                         }
-                    }),
+                    ),
                 0..3
             ),
             opt_text()

@@ -217,7 +217,13 @@ mod tests {
 
     #[test]
     fn the_search_result_estimate_is_never_below_the_encoding() {
-        for body in ["plain", "quo\"te\\s", "tab\tline\nend", "é日本語🙂", "\u{1}\u{7f}"] {
+        for body in [
+            "plain",
+            "quo\"te\\s",
+            "tab\tline\nend",
+            "é日本語🙂",
+            "\u{1}\u{7f}",
+        ] {
             let r = SearchResult {
                 room: "dm:someone:someone-else".into(),
                 seq: u64::MAX,
@@ -229,7 +235,11 @@ mod tests {
                 edited: Some(i64::MIN),
             };
             let real = serde_json::to_string(&r).expect("json").len();
-            assert!(r.wire_bytes() >= real, "{body:?}: {} < {real}", r.wire_bytes());
+            assert!(
+                r.wire_bytes() >= real,
+                "{body:?}: {} < {real}",
+                r.wire_bytes()
+            );
         }
     }
 

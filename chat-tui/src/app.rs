@@ -885,9 +885,10 @@ impl App {
             | ServerFrame::Ok
             | ServerFrame::Pong { .. } => vec![],
             // Protocol 2 frames: this client speaks version 1, so the server sends none.
-            ServerFrame::Event { .. } | ServerFrame::Applied { .. } | ServerFrame::Read { .. } => {
-                vec![]
-            }
+            ServerFrame::Event { .. }
+            | ServerFrame::Applied { .. }
+            | ServerFrame::Read { .. }
+            | ServerFrame::SearchResults { .. } => vec![],
             ServerFrame::Welcome { .. } | ServerFrame::AuthOk { .. } => vec![],
             ServerFrame::Error {
                 code,

@@ -61,17 +61,14 @@ impl Session {
         let mut more = results.len() > limit as usize;
         results.truncate(limit as usize);
         more |= reply::cap(&mut results, Keep::Oldest);
-        let next = more
-            .then(|| results.last())
-            .flatten()
-            .map(|r| {
-                Cursor {
-                    ts: r.ts,
-                    room: r.room.clone(),
-                    seq: r.seq,
-                }
-                .encode()
-            });
+        let next = more.then(|| results.last()).flatten().map(|r| {
+            Cursor {
+                ts: r.ts,
+                room: r.room.clone(),
+                seq: r.seq,
+            }
+            .encode()
+        });
         self.reply_reserved(&ServerFrame::SearchResults { results, next }, room_for_it);
         Ok(())
     }

@@ -50,6 +50,7 @@ pub const TRANSCRIPTS: &[Transcript] = &[
     t!("27_edits_deletes"),
     t!("28_reactions_replies"),
     t!("29_read_state"),
+    t!("32_search"),
 ];
 
 #[cfg(test)]

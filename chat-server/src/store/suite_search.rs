@@ -66,7 +66,14 @@ pub async fn run_all(s: &dyn Store) {
     let m4 = say(s, "sr3", "sc", "s4", "secret deploy friday").await;
     let m5 = say(s, "sr1", "sb", "s5", "typo teh thing").await;
     let m6 = say(s, "sr1", "sa", "s6", "delete me, deploy").await;
-    let m7 = say(s, "sr1", "sb", "s7", "mail bob@example.com well-known Été v1.2").await;
+    let m7 = say(
+        s,
+        "sr1",
+        "sb",
+        "s7",
+        "mail bob@example.com well-known Été v1.2",
+    )
+    .await;
     let m8 = say(s, "sr2", "sa", "s8", "deployed deploys").await;
     let edit = Change::Edit {
         target: m5,

@@ -54,8 +54,7 @@ pub(super) async fn search(
     let limit = i64::from(req.limit);
     let before_seq = req.before_seq.map(|b| b.min(i64::MAX as u64) as i64);
     let phrases: Vec<String> = req.phrases.iter().map(|p| p.join(" ")).collect();
-    let mut args: Vec<&(dyn ToSql + Sync)> =
-        vec![
+    let mut args: Vec<&(dyn ToSql + Sync)> = vec![
         &req.user,
         &req.from,
         &req.room,

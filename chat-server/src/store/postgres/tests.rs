@@ -374,7 +374,9 @@ async fn search_uses_the_gin_index_and_binds_the_query() {
     let c = admin(&db).await;
     // A planner facing an empty table may pick anything: with seqscans off, a plan that can
     // use the index does, and this one can only if the query matches the index's predicate.
-    c.batch_execute("SET enable_seqscan = off").await.expect("set");
+    c.batch_execute("SET enable_seqscan = off")
+        .await
+        .expect("set");
     let plan = c
         .query(
             &format!("EXPLAIN {}", super::search::sql(2)),

@@ -85,7 +85,10 @@ mod tests {
                 .map(|w| w.iter().map(|s| (*s).to_owned()).collect())
                 .collect()
         };
-        assert_eq!(fts_query(&p(&[&["big", "cat"], &["x"]])), "\"big cat\" \"x\"");
+        assert_eq!(
+            fts_query(&p(&[&["big", "cat"], &["x"]])),
+            "\"big cat\" \"x\""
+        );
         assert_eq!(fts_query(&p(&[&["a\"b"]])), "\"a\"\"b\"");
     }
 }
