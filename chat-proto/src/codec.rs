@@ -423,6 +423,13 @@ mod tests {
                 room: "r".into(),
                 seq: 3,
             },
+            ClientFrame::Search {
+                query: "\"big cat\" from:a".into(),
+                room: Some("r".into()),
+                before: Some("1.2.r".into()),
+                before_seq: None,
+                limit: Some(5),
+            },
             ClientFrame::Typing {
                 room: "r".into(),
                 active: true,

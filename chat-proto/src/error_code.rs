@@ -61,6 +61,9 @@ pub enum ErrorCode {
     NoSuchMessage,
     /// A reaction that is not one of the allowed emoji.
     InvalidEmoji,
+    /// A `search` query that cannot be parsed or breaks the bounds (at most 256 bytes and 8
+    /// terms; something to look for): the message says which (docs/protocol.md §12.7).
+    InvalidQuery,
     /// The frame was not processed: too many frames, too many failed logins, or the server is
     /// short of hashing capacity or outbound memory. Wait `retry_after_ms` before sending again;
     /// continuing to send after a too-many-frames refusal closes the connection with 4009.
@@ -111,6 +114,7 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::NoSuchMessage => "no_such_message",
             Self::InvalidEmoji => "invalid_emoji",
+            Self::InvalidQuery => "invalid_query",
             Self::RateLimited => "rate_limited",
             Self::TooManyConnections => "too_many_connections",
             Self::LimitReached => "limit_reached",
@@ -147,6 +151,7 @@ impl ErrorCode {
         Self::Forbidden,
         Self::NoSuchMessage,
         Self::InvalidEmoji,
+        Self::InvalidQuery,
         Self::RateLimited,
         Self::TooManyConnections,
         Self::LimitReached,
@@ -231,6 +236,10 @@ impl ErrorCode {
                  or, for `edit` and `react`, a deleted one."
             }
             Self::InvalidEmoji => "The reaction is not one of the allowed emoji.",
+            Self::InvalidQuery => {
+                "The `search` query cannot be parsed or breaks the bounds (at most 256 bytes and \
+                 8 terms, something to look for)."
+            }
             Self::NoSuchSession => "No session of the user has that id.",
             Self::AccountDisabled => {
                 "The account is disabled by the server's operator: it cannot log in."
@@ -288,6 +297,7 @@ impl ErrorCode {
             | Self::Forbidden
             | Self::NoSuchMessage
             | Self::InvalidEmoji
+            | Self::InvalidQuery
             | Self::NoSuchSession
             | Self::AccountDisabled
             | Self::TooManyConnections
@@ -339,6 +349,7 @@ impl ErrorCode {
                 "Refresh the room (`history`): the message is not there, or is a tombstone."
             }
             Self::InvalidEmoji => "Use one of the emoji listed in docs/protocol.md §12.4.",
+            Self::InvalidQuery => "Fix the query (the `message` says what is wrong; §12.7).",
             Self::NoSuchSession => "Ask `sessions` again: it was revoked or never existed.",
             Self::AccountDisabled => "Do not retry; ask the server's operator.",
             Self::RateLimited => {

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::ErrorCode;
 use crate::events::RoomEvent;
 use crate::types::{
-    CatchUp, HistoryMessage, Limits, Member, PresenceChange, ReadState, RoomInfo, SessionInfo,
-    Status, Visibility,
+    CatchUp, HistoryMessage, Limits, Member, PresenceChange, ReadState, RoomInfo, SearchResult,
+    SessionInfo, Status, Visibility,
 };
 
 /// A frame the client sends.
@@ -128,6 +128,23 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u64>,
     },
+    /// Full-text search of the messages in the user's rooms, newest first (protocol 2; the
+    /// query syntax is in docs/protocol.md §12.7). Answered by `search_results`.
+    Search {
+        query: String,
+        /// Only this room (needs membership); the same as `in:room` in the query.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// The `next` of the previous page: only results after it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<String>,
+        /// With `room`: only messages with seq below this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before_seq: Option<u64>,
+        /// At most this many results: default 20, clamped to 1..=50 (any non-negative integer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+    },
     /// Start (`true`, refresh every few seconds) or stop (`false`) the typing indicator.
     Typing { room: String, active: bool },
     /// Set the user's status: `online` or `away`.
@@ -178,6 +195,7 @@ impl ClientFrame {
             Self::Unreact { .. } => "unreact",
             Self::MarkRead { .. } => "mark_read",
             Self::History { .. } => "history",
+            Self::Search { .. } => "search",
             Self::Typing { .. } => "typing",
             Self::SetStatus { .. } => "set_status",
             Self::Ping => "ping",
@@ -217,7 +235,8 @@ impl ClientFrame {
             | Self::Delete { .. }
             | Self::React { .. }
             | Self::Unreact { .. }
-            | Self::MarkRead { .. } => 2,
+            | Self::MarkRead { .. }
+            | Self::Search { .. } => 2,
             Self::ChangePassword { .. } | Self::Sessions | Self::RevokeSession { .. } => 2,
         }
     }
@@ -253,6 +272,7 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "change_password",
     "sessions",
     "revoke_session",
+    "search",
 ];
 
 /// A frame the server sends.
@@ -350,6 +370,13 @@ pub enum ServerFrame {
         /// ascending, so a client can quote them without another request.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         context: Vec<HistoryMessage>,
+    },
+    /// Protocol 2: answer to `search`, newest first (by `ts`, then room, then seq).
+    SearchResults {
+        results: Vec<SearchResult>,
+        /// Present when more results follow: send `search` again with `before` set to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
     },
     /// Answer to `send`: the message is durably stored with this seq. `duplicate` is true when
     /// the id had been sent before and this is the original ack again.
@@ -466,6 +493,7 @@ pub const SERVER_FRAME_TYPES: &[&str] = &[
     "event",
     "applied",
     "read",
+    "search_results",
 ];
 
 fn yes() -> bool {

@@ -14,6 +14,7 @@ mod error_code;
 pub mod events;
 mod frames;
 pub mod limits;
+pub mod search;
 mod types;
 
 pub use codec::{DecodeError, Envelope, decode_client, decode_server, encode, encoded_type};
@@ -22,7 +23,7 @@ pub use events::{EventKind, Fold, Reaction, Role, RoomEvent};
 pub use frames::{CLIENT_FRAME_TYPES, ClientFrame, SERVER_FRAME_TYPES, ServerFrame};
 pub use types::{
     CatchUp, HistoryMessage, Limits, Member, PresenceChange, ReadState, Ref, RoomInfo, RoomKind,
-    SessionInfo, Status, Visibility,
+    SearchResult, SessionInfo, Status, Visibility,
 };
 
 /// The newest protocol version this crate speaks. A client lists the versions it speaks in
@@ -43,6 +44,7 @@ pub fn capabilities(version: u32) -> &'static [&'static str] {
             "react",
             "read_state",
             "room_log",
+            "search",
             "sessions",
         ]
     } else {

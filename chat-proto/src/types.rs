@@ -103,6 +103,24 @@ pub struct HistoryMessage {
     pub reactions: Vec<crate::events::Reaction>,
 }
 
+/// A message found by `search`: where it is, and its current body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SearchResult {
+    pub room: String,
+    pub seq: u64,
+    /// The id the sender chose.
+    pub id: String,
+    pub from: String,
+    pub body: String,
+    /// When the server stored it (ms since the Unix epoch).
+    pub ts: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// When its author last edited it; absent if never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited: Option<i64>,
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }

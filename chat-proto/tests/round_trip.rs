@@ -6,8 +6,8 @@
 
 use chat_proto::{
     CatchUp, ClientFrame, Envelope, ErrorCode, HistoryMessage, Limits, Member, Ref, RoomInfo,
-    RoomKind, ServerFrame, SessionInfo, Status, Visibility, decode_client, decode_server, encode,
-    limits::MAX_REF_BYTES,
+    RoomKind, SearchResult, ServerFrame, SessionInfo, Status, Visibility, decode_client,
+    decode_server, encode, limits::MAX_REF_BYTES,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -177,6 +177,20 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
             }
         ),
         (text(), any::<bool>()).prop_map(|(room, active)| C::Typing { room, active }),
+        (
+            text(),
+            opt_text(),
+            opt_text(),
+            any::<Option<u64>>(),
+            any::<Option<u64>>()
+        )
+            .prop_map(|(query, room, before, before_seq, limit)| C::Search {
+                query,
+                room,
+                before,
+                before_seq,
+                limit
+            }),
     ];
     let sessions = prop_oneof![
         (text(), text(), any::<bool>()).prop_map(|(old_password, new_password, revoke_others)| {
@@ -342,6 +356,31 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
         }),
         (text(), text(), text()).prop_map(|(room, topic, by)| S::Topic { room, topic, by }),
         (text(), text()).prop_map(|(room, by)| S::Invited { room, by }),
+        (
+            proptest::collection::vec(
+                (
+                    (text(), any::<u64>(), text(), text(), text()),
+                    (any::<i64>(), any::<Option<u64>>(), any::<Option<i64>>())
+                )
+                    .prop_map(
+                        |((room, seq, id, from, body), (ts, reply_to, edited))| {
+                            SearchResult {
+                                room,
+                                seq,
+                                id,
+                                from,
+                                body,
+                                ts,
+                                reply_to,
+                                edited,
+                            }
+                        }
+                    ),
+                0..3
+            ),
+            opt_text()
+        )
+            .prop_map(|(results, next)| S::SearchResults { results, next }),
     ];
     prop_oneof![replies, events]
 }

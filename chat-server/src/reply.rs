@@ -2,7 +2,7 @@
 //! may be, and the wait for room to queue it. A client that asks and does not read is slowed
 //! down by its own back-pressure instead of growing the server's memory (docs/protocol.md §7.4).
 
-use chat_proto::{ErrorCode, EventKind, HistoryMessage, RoomEvent, close};
+use chat_proto::{ErrorCode, EventKind, HistoryMessage, RoomEvent, SearchResult, close};
 
 use crate::outbox::{Full, Reservation};
 use crate::session::{Fail, Session};
@@ -48,6 +48,14 @@ impl PageItem for HistoryMessage {
                 .iter()
                 .map(|r| json(&r.emoji) + 48)
                 .sum::<usize>()
+    }
+}
+
+impl PageItem for SearchResult {
+    fn wire_bytes(&self) -> usize {
+        // {"room":"","seq":,"id":"","from":"","body":"","ts":,"reply_to":,"edited":} and the
+        // numbers.
+        json(&self.room) + json(&self.id) + json(&self.from) + json(&self.body) + 200
     }
 }
 
@@ -204,6 +212,34 @@ mod tests {
             };
             let real = serde_json::to_string(&e).expect("json").len();
             assert!(e.wire_bytes() >= real, "{e:?}: {} < {real}", e.wire_bytes());
+        }
+    }
+
+    #[test]
+    fn the_search_result_estimate_is_never_below_the_encoding() {
+        for body in [
+            "plain",
+            "quo\"te\\s",
+            "tab\tline\nend",
+            "é日本語🙂",
+            "\u{1}\u{7f}",
+        ] {
+            let r = SearchResult {
+                room: "dm:someone:someone-else".into(),
+                seq: u64::MAX,
+                id: "x".repeat(64),
+                from: "u".repeat(32),
+                body: body.into(),
+                ts: i64::MIN,
+                reply_to: Some(u64::MAX),
+                edited: Some(i64::MIN),
+            };
+            let real = serde_json::to_string(&r).expect("json").len();
+            assert!(
+                r.wire_bytes() >= real,
+                "{body:?}: {} < {real}",
+                r.wire_bytes()
+            );
         }
     }
 

@@ -307,6 +307,22 @@ impl Session {
                 before_seq,
                 limit,
             } => self.history(room, before_seq, limit).await,
+            F::Search {
+                query,
+                room,
+                before,
+                before_seq,
+                limit,
+            } => {
+                self.search(crate::cmd::SearchFrame {
+                    query,
+                    room,
+                    before,
+                    before_seq,
+                    limit,
+                })
+                .await
+            }
             F::Typing { room, active } => self.typing(room, active),
             F::SetStatus { status } => self.set_status(status),
             F::ChangePassword {

@@ -901,7 +901,8 @@ impl App {
             ServerFrame::Event { .. }
             | ServerFrame::Applied { .. }
             | ServerFrame::Read { .. }
-            | ServerFrame::SessionList { .. } => {
+            | ServerFrame::SessionList { .. }
+            | ServerFrame::SearchResults { .. } => {
                 vec![]
             }
             ServerFrame::Welcome { .. } | ServerFrame::AuthOk { .. } => vec![],

@@ -87,6 +87,8 @@ pub async fn read_history(
 pub struct Inputs<'a> {
     pub seed: u64,
     pub stored: &'a [Vec<StoredMsg>],
+    /// The rooms' latest seqs before any message: the members' joins, events of the log.
+    pub bases: &'a [u64],
     /// The rooms' latest seqs when the clients were told to finish.
     pub targets: &'a [u64],
     pub steady: &'a [client::Report],
@@ -126,9 +128,9 @@ impl Verdict {
 
 pub fn verify(i: &Inputs<'_>) -> Verdict {
     let mut v = Verdict::default();
-    // Gap-free seqs from 1, in every room.
-    for room in i.stored {
-        let mut expected = 1;
+    // Gap-free seqs from the first after the joins, in every room.
+    for (r, room) in i.stored.iter().enumerate() {
+        let mut expected = i.bases.get(r).copied().unwrap_or(0) + 1;
         for m in room {
             if m.seq != expected {
                 v.add("gaps", m.seq.abs_diff(expected).max(1));

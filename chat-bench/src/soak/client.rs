@@ -124,7 +124,11 @@ struct Client {
 /// Runs one client until the final state (or [`Phase::Abort`]).
 pub async fn run(spec: Spec, shared: Arc<Shared>) -> Report {
     let rng = Rng::new(shared.seed, spec.k as u64);
-    let views = vec![View::default(); spec.rooms.len()];
+    let views: Vec<View> = spec
+        .rooms
+        .iter()
+        .map(|r| View::starting_at(shared.bases[*r] + 1))
+        .collect();
     let mut c = Client {
         spec,
         shared,

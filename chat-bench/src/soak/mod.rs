@@ -131,6 +131,8 @@ pub struct Shared {
     pub seed: u64,
     pub rooms: Vec<String>,
     pub epochs: Vec<String>,
+    /// Each room's latest seq before any message (the members' joins).
+    pub bases: Vec<u64>,
     pub room_index: HashMap<String, usize>,
     /// The server incarnation, bumped just before it is ended: a connection that ends in
     /// another generation than it began in was ended by a kill.
@@ -246,7 +248,30 @@ async fn soak(
     let admin = tokens[total_users - 1].clone();
     let rooms: Vec<String> = (0..args.rooms).map(|r| format!("soak-{r}")).collect();
     crate::net::create_rooms(std::slice::from_ref(&url), &admin, &rooms).await?;
-    let epochs = epochs_and_latest(&url, &admin, &rooms).await?.0;
+    // Every user becomes a member of its rooms before any traffic: a first join is an event of
+    // the room's log and takes a seq, so joins during the chaos would put gaps between the
+    // messages' seqs, which the check (and every client's view) holds gap-free. Rejoins after
+    // a reconnect are no events.
+    let mut rooms_of: Vec<std::collections::BTreeSet<usize>> =
+        vec![Default::default(); total_users];
+    for k in 0..args.clients {
+        rooms_of[k % users].extend((0..per_client).map(|i| (k + i) % args.rooms));
+    }
+    for k in 0..args.floods + args.stalls {
+        let r = &mut rooms_of[users + k];
+        if k < args.floods {
+            r.insert(k % args.rooms);
+        } else {
+            r.extend(0..args.rooms);
+        }
+    }
+    for (u, rs) in rooms_of.iter().enumerate() {
+        let names: Vec<String> = rs.iter().map(|r| rooms[*r].clone()).collect();
+        if !names.is_empty() {
+            epochs_and_latest(&url, &tokens[u], &names).await?;
+        }
+    }
+    let (epochs, bases) = epochs_and_latest(&url, &admin, &rooms).await?;
     let (phase, _) = watch::channel(Phase::Run);
     let shared = Arc::new(Shared {
         addr: server.addr,
@@ -255,6 +280,7 @@ async fn soak(
         room_index: rooms.iter().cloned().zip(0..).collect(),
         rooms: rooms.clone(),
         epochs,
+        bases: bases.clone(),
         generation: AtomicUsize::new(0),
         phase,
         handshakes: Semaphore::new(200),
@@ -377,6 +403,7 @@ async fn soak(
     let verdict = check::verify(&check::Inputs {
         seed,
         stored: &stored,
+        bases: &bases,
         targets: &targets,
         steady: &steady_reports,
         rogues: &rogue_reports,

@@ -181,6 +181,14 @@ impl View {
     }
 
     /// A reload: what was held stays checked, and the view continues from `seq`.
+    /// A view of a room whose first message will have seq `first` (the seqs before it are the
+    /// members' joins, events a protocol 1 client does not see).
+    pub fn starting_at(first: u64) -> Self {
+        let mut v = Self::default();
+        v.restart_at(first.max(1));
+        v
+    }
+
     pub fn restart_at(&mut self, seq: u64) {
         if self.segments.last().is_some_and(|s| s.end < s.start) {
             self.segments.pop();

@@ -2,13 +2,14 @@
 //! `account` (hello, register, login, auth, logout), `sessions` (change_password, sessions,
 //! revoke_session), `rooms` (list, create, join, leave, topic,
 //! invite, direct messages), `room_admin` (members, delete_room, decline), `messages` (send,
-//! history, typing, status).
+//! history, typing, status), `changes` (edits, deletes, reactions, read state), `search`.
 
 mod account;
 mod changes;
 mod messages;
 mod room_admin;
 mod rooms;
+mod search;
 mod sessions;
 
 /// The page size a request asked for (`limit`: any u64 the client sent, or none), clamped to
@@ -17,6 +18,8 @@ fn page_limit(asked: Option<u64>, default: u32, max: u32) -> u32 {
     let clamped = asked.unwrap_or(u64::from(default)).clamp(1, u64::from(max));
     u32::try_from(clamped).unwrap_or(max)
 }
+
+pub(crate) use search::SearchFrame;
 
 /// Cuts a page read with `limit + 1` rows to `limit`, and returns the `next` cursor (the last
 /// row's name) when there was a row beyond it.

@@ -5,7 +5,8 @@
 //! A name is any valid username or room name at a `username`, `user` or `room` key of a frame
 //! the transcript sends; after that, every JSON string equal to a name is renamed wherever it
 //! appears (bodies and ids included, on both sides alike, so they still match), and so is a
-//! direct-message room `dm:a:b` made of names. Invalid names are left as they are: they cannot
+//! direct-message room `dm:a:b` made of names, and so are `@name` mentions and `search`
+//! filters `from:name` and `in:name` inside text. Invalid names are left as they are: they cannot
 //! collide with anything, and a suffix must not make a name that is too long look valid or
 //! one that is just short enough look too long.
 //!
@@ -91,14 +92,42 @@ impl Names {
         out
     }
 
+    /// `text` with each whitespace-separated `from:name` or `in:name` search filter of a name
+    /// renamed, so a `search` query still names the same user or room.
+    pub fn rename_filters(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while !rest.is_empty() {
+            let start = rest
+                .find(|c: char| !c.is_whitespace())
+                .unwrap_or(rest.len());
+            out.push_str(&rest[..start]);
+            rest = &rest[start..];
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            let word = &rest[..end];
+            let renamed = ["from:", "in:"].iter().find_map(|prefix| {
+                let name = word.strip_prefix(prefix)?;
+                Some(format!("{prefix}{}", self.rename(name)?))
+            });
+            out.push_str(renamed.as_deref().unwrap_or(word));
+            rest = &rest[end..];
+        }
+        out
+    }
+
     /// Renames every string of `v` that is a name.
     pub fn apply(&self, v: &mut Value) {
         match v {
             Value::String(s) => {
                 if let Some(renamed) = self.rename(s) {
                     *s = renamed;
-                } else if s.contains('@') {
-                    *s = self.rename_mentions(s);
+                } else {
+                    if s.contains('@') {
+                        *s = self.rename_mentions(s);
+                    }
+                    if s.contains("from:") || s.contains("in:") {
+                        *s = self.rename_filters(s);
+                    }
                 }
             }
             Value::Array(a) => a.iter_mut().for_each(|x| self.apply(x)),
@@ -195,6 +224,20 @@ mod tests {
         assert_eq!(
             body,
             json!({"body":"hi @bob-ab12, not @bobby nor mail@carol; @bob-ab12"})
+        );
+    }
+
+    #[test]
+    fn search_filters_of_names_are_renamed() {
+        let n = names(
+            "a> {\"type\":\"register\",\"username\":\"bob\",\"password\":\"correct horse\"}\n\
+             a> {\"type\":\"join\",\"room\":\"r\"}\n",
+        );
+        let mut q = json!({"query":"deploy from:bob  in:r \"from:bob\" from:carol in:bobby xin:r"});
+        n.apply(&mut q);
+        assert_eq!(
+            q,
+            json!({"query":"deploy from:bob-ab12  in:r-ab12 \"from:bob\" from:carol in:bobby xin:r"})
         );
     }
 }

@@ -11,14 +11,20 @@
 pub mod accounts;
 pub mod log;
 pub mod postgres;
+pub mod search;
 pub mod sqlite;
 pub mod suite;
 pub mod suite_log;
+pub mod suite_search;
 
 pub use accounts::AccountStore;
 
 use async_trait::async_trait;
-use chat_proto::{HistoryMessage, ReadState, RoomEvent, RoomInfo, RoomKind, Visibility};
+use chat_proto::{
+    HistoryMessage, ReadState, RoomEvent, RoomInfo, RoomKind, SearchResult, Visibility,
+};
+
+pub use search::{Cursor, SearchRequest};
 
 /// Why a storage call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -320,6 +326,12 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     async fn mark_read(&self, user: &str, room: &str, seq: u64) -> Result<ReadState, StoreError>;
     /// `user`'s read state in `room`.
     async fn read_state(&self, user: &str, room: &str) -> Result<ReadState, StoreError>;
+
+    /// Messages (not deleted, by their current body) of the rooms `req.user` is a member of
+    /// that match `req`: newest first by `(ts, room, seq)`, after `req.before`, at most
+    /// `req.limit`. A `req.room` the user is not a member of gives none (the caller checks
+    /// membership first, for its errors).
+    async fn search(&self, req: &SearchRequest) -> Result<Vec<SearchResult>, StoreError>;
 
     /// Waits until everything queued so far is committed (used at shutdown).
     async fn flush(&self) -> Result<(), StoreError>;

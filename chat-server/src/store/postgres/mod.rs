@@ -16,6 +16,7 @@ pub mod copy;
 mod log;
 mod queries;
 mod schema;
+mod search;
 #[doc(hidden)]
 pub mod testing;
 #[cfg(test)]

@@ -586,6 +586,13 @@ impl Store for PgStore {
         .await
     }
 
+    async fn search(
+        &self,
+        req: &crate::store::SearchRequest,
+    ) -> Result<Vec<chat_proto::SearchResult>, StoreError> {
+        deadline(async { super::search::search(&self.conn().await?, req).await }).await
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs

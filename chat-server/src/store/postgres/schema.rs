@@ -13,7 +13,7 @@ use crate::store::StoreError;
 const MIGRATE_LOCK: i64 = 0x6368_6174_6d69_6772;
 
 /// Migrations in order; `schema_version.version` says how many ran.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     r#"
 -- Names compare bytewise ("C"), as SQLite compares them: pages by name agree on both engines.
 CREATE TABLE users (
@@ -114,6 +114,21 @@ CREATE TABLE token_revocations (
     revoked_at BIGINT NOT NULL
 );
 CREATE INDEX token_revocations_by_time ON token_revocations(revoked_at);
+"#,
+    // Search (protocol 2): each message's current body as a tsvector, computed by PostgreSQL
+    // whenever the row is written (an edit or a delete rewrites it in its own transaction), and
+    // for every existing row as the column is added. Every run of characters other than letters
+    // and digits becomes a space first, so the parser's emails, hosts, paths and hyphenated
+    // words are cut into their parts as SQLite's unicode61 cuts them (chat_proto::search); the
+    // 'simple' configuration then only folds case. NULL for other rows, which are never
+    // searched; the GIN index covers exactly the rows a search may find.
+    r#"
+ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS (
+    CASE WHEN kind = 0 AND NOT deleted
+        THEN to_tsvector('simple'::regconfig, regexp_replace(body, '[^[:alnum:]]+', ' ', 'g'))
+    END
+) STORED;
+CREATE INDEX messages_search ON messages USING GIN (search) WHERE kind = 0 AND NOT deleted;
 "#,
 ];
 

@@ -27,6 +27,7 @@ use super::{
 use chat_proto::{ReadState, RoomEvent};
 
 mod log;
+mod search;
 
 mod accounts;
 
@@ -209,6 +210,38 @@ CREATE TABLE token_revocations (
     revoked_at INTEGER NOT NULL
 );
 CREATE INDEX token_revocations_by_time ON token_revocations(revoked_at);
+"#,
+    // Search (protocol 2): a full-text index of the messages' current bodies. Contentless
+    // (`content=''`): the bodies are in `messages` already, and an external-content table
+    // needs an integer key, which `messages` (WITHOUT ROWID, keyed by room and seq) lacks.
+    // `contentless_delete=1` lets the triggers take a row out when its message is edited,
+    // deleted or its room dropped, in the transaction that changes it. The rowid is
+    // room_id * 2^32 + seq (a seq past 2^32 in one room is not indexed). unicode61 without
+    // diacritic removal cuts tokens as the PostgreSQL store does (chat_proto::search).
+    r#"
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    body, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 0'
+);
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages
+WHEN NEW.kind = 0 AND NOT NEW.deleted AND NEW.seq < 4294967296
+BEGIN
+    INSERT INTO messages_fts (rowid, body) VALUES ((NEW.room_id << 32) + NEW.seq, NEW.body);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF body, deleted ON messages
+WHEN OLD.kind = 0 AND OLD.seq < 4294967296
+BEGIN
+    DELETE FROM messages_fts WHERE rowid = (OLD.room_id << 32) + OLD.seq;
+    INSERT INTO messages_fts (rowid, body)
+        SELECT (NEW.room_id << 32) + NEW.seq, NEW.body WHERE NOT NEW.deleted;
+END;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages
+WHEN OLD.kind = 0 AND OLD.seq < 4294967296
+BEGIN
+    DELETE FROM messages_fts WHERE rowid = (OLD.room_id << 32) + OLD.seq;
+END;
+INSERT INTO messages_fts (rowid, body)
+    SELECT (room_id << 32) + seq, body FROM messages
+    WHERE kind = 0 AND NOT deleted AND seq < 4294967296;
 "#,
 ];
 
@@ -1277,6 +1310,14 @@ impl Store for SqliteStore {
         self.read(move |c| log::read_state(c, &user, &room)).await
     }
 
+    async fn search(
+        &self,
+        req: &super::SearchRequest,
+    ) -> Result<Vec<chat_proto::SearchResult>, StoreError> {
+        let req = req.clone();
+        self.read(move |c| search::search(c, &req)).await
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         self.write(|_| Ok(())).await
     }
@@ -1462,6 +1503,42 @@ mod tests {
             "no seq reused after a restart"
         );
         assert_eq!(append(&s, "b", "b1").await.seq, 2);
+    }
+
+    #[tokio::test]
+    async fn the_search_migration_indexes_the_messages_already_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chat.db");
+        {
+            let c = Connection::open(&path).expect("raw");
+            for sql in &MIGRATIONS[..4] {
+                c.execute_batch(sql).expect("older schema");
+            }
+            c.execute_batch(
+                "INSERT INTO users (id, name, password_hash, created_at) VALUES (1, 'alice', 'h', 0);
+                 INSERT INTO rooms (id, name, kind, visibility, topic, epoch, created_at)
+                     VALUES (1, 'r', 'room', 'public', '', 'e', 0);
+                 INSERT INTO members VALUES (1, 1);
+                 INSERT INTO messages (room_id, seq, user_id, client_id, body, ts, kind, deleted)
+                     VALUES (1, 1, 1, 'a', 'old needle', 1, 0, 0),
+                            (1, 2, 1, 'b', '', 2, 0, 1),
+                            (1, 3, 1, '~1.3', 'needle in an edit row', 3, 1, 0);
+                 PRAGMA user_version = 4;",
+            )
+            .expect("older data");
+        }
+        let s = SqliteStore::open(&path).expect("migrates");
+        let req = crate::store::SearchRequest {
+            user: "alice".into(),
+            phrases: vec![vec!["needle".into()]],
+            from: None,
+            room: None,
+            before: None,
+            before_seq: None,
+            limit: 10,
+        };
+        let found = s.search(&req).await.expect("search");
+        assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), [1]);
     }
 
     #[tokio::test]
