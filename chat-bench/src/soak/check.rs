@@ -262,7 +262,8 @@ pub fn verify(i: &Inputs<'_>) -> Verdict {
 }
 
 fn views(i: &Inputs<'_>, v: &mut Verdict) {
-    // prefix[r][s]: the digest of seqs 1..=s of room r, as a view folds them.
+    // prefix[r][s]: the digest of room r's first s messages (seqs base+1..=base+s), as a view
+    // folds them.
     let prefix: Vec<Vec<u64>> = i
         .stored
         .iter()
@@ -308,25 +309,25 @@ fn views(i: &Inputs<'_>, v: &mut Verdict) {
         for (slot, view) in c.views.iter().enumerate() {
             let r = c.rooms[slot];
             let room = &i.stored[r];
+            // Message seq s is stored message s - base - 1: the seqs up to base are joins.
+            let base = i.bases.get(r).copied().unwrap_or(0);
             for seg in &view.segments {
                 if seg.end < seg.start {
                     continue;
                 }
-                let fits = seg.end as usize <= room.len()
-                    && room
-                        .get(seg.start as usize - 1)
-                        .is_some_and(|m| m.seq == seg.start)
-                    && room
-                        .get(seg.end as usize - 1)
-                        .is_some_and(|m| m.seq == seg.end);
+                if seg.start <= base {
+                    mismatched += 1;
+                    continue;
+                }
+                let (start, end) = ((seg.start - base) as usize, (seg.end - base) as usize);
+                let fits = end <= room.len()
+                    && room.get(start - 1).is_some_and(|m| m.seq == seg.start)
+                    && room.get(end - 1).is_some_and(|m| m.seq == seg.end);
                 let same = fits
-                    && if seg.start == 1 {
-                        prefix[r][seg.end as usize] == seg.digest
+                    && if start == 1 {
+                        prefix[r][end] == seg.digest
                     } else {
-                        room[seg.start as usize - 1..seg.end as usize]
-                            .iter()
-                            .fold(0, |d, m| chain(d, m.hash))
-                            == seg.digest
+                        room[start - 1..end].iter().fold(0, |d, m| chain(d, m.hash)) == seg.digest
                     };
                 if !same {
                     mismatched += 1;
