@@ -445,6 +445,35 @@ mod tests {
             },
             ClientFrame::Sessions,
             ClientFrame::RevokeSession { id: "s".into() },
+            ClientFrame::Kick {
+                room: "r".into(),
+                user: "u".into(),
+                reason: Some("spam".into()),
+            },
+            ClientFrame::Ban {
+                room: "r".into(),
+                user: "u".into(),
+                reason: None,
+            },
+            ClientFrame::Unban {
+                room: "r".into(),
+                user: "u".into(),
+            },
+            ClientFrame::SetRole {
+                room: "r".into(),
+                user: "u".into(),
+                role: crate::Role::Moderator,
+            },
+            ClientFrame::ConfigureRoom {
+                room: "r".into(),
+                members_set_topic: Some(false),
+                members_invite: None,
+            },
+            ClientFrame::Bans {
+                room: "r".into(),
+                after: None,
+                limit: Some(10),
+            },
         ];
         assert_eq!(samples.len(), CLIENT_FRAME_TYPES.len());
         for frame in samples {

@@ -84,6 +84,11 @@ pub enum ErrorCode {
     /// The account was disabled by the server's operator: it cannot log in, and its name cannot
     /// be registered again. Not worth retrying until the operator enables it.
     AccountDisabled,
+    /// Protocol 2. The user is banned from the room: a `join` by them, or an `invite` of them,
+    /// is refused until a moderator unbans them.
+    Banned,
+    /// Protocol 2. A `kick` or `ban` reason is over 512 bytes or holds control characters.
+    InvalidReason,
 }
 
 impl ErrorCode {
@@ -122,6 +127,8 @@ impl ErrorCode {
             Self::Unavailable => "unavailable",
             Self::NoSuchSession => "no_such_session",
             Self::AccountDisabled => "account_disabled",
+            Self::Banned => "banned",
+            Self::InvalidReason => "invalid_reason",
         }
     }
 
@@ -159,6 +166,8 @@ impl ErrorCode {
         Self::Unavailable,
         Self::NoSuchSession,
         Self::AccountDisabled,
+        Self::Banned,
+        Self::InvalidReason,
     ];
 }
 
@@ -229,7 +238,11 @@ impl ErrorCode {
             Self::Forbidden => {
                 "Not allowed here: `invite` into a direct-message room, `open_dm` with oneself, \
                  `delete_room` by anyone but the owner or of a direct-message room, `edit` of \
-                 someone else's message, `delete` of someone else's message by a non-moderator."
+                 someone else's message, `delete` of someone else's message by a non-moderator; \
+                 a moderation frame by someone whose role does not allow it, or aimed at oneself \
+                 or at a role as high as one's own, or in a direct-message room; `set_topic` or \
+                 `invite` by a member where the room's settings leave it to moderators \
+                 (docs/protocol.md §12.8)."
             }
             Self::NoSuchMessage => {
                 "No message with that seq in the room (a seq of another kind of event included), \
@@ -244,6 +257,11 @@ impl ErrorCode {
             Self::AccountDisabled => {
                 "The account is disabled by the server's operator: it cannot log in."
             }
+            Self::Banned => {
+                "The user is banned from the room: they cannot join it, nor be invited, until a \
+                 moderator unbans them."
+            }
+            Self::InvalidReason => "The reason is over 512 bytes or holds control characters.",
             Self::RateLimited => {
                 "The frame was not processed: too many frames, too many failed logins, or the \
                  server is short of hashing capacity or outbound memory. The error carries \
@@ -300,6 +318,8 @@ impl ErrorCode {
             | Self::InvalidQuery
             | Self::NoSuchSession
             | Self::AccountDisabled
+            | Self::Banned
+            | Self::InvalidReason
             | Self::TooManyConnections
             | Self::LimitReached => Retry::No,
         }
@@ -352,6 +372,8 @@ impl ErrorCode {
             Self::InvalidQuery => "Fix the query (the `message` says what is wrong; §12.7).",
             Self::NoSuchSession => "Ask `sessions` again: it was revoked or never existed.",
             Self::AccountDisabled => "Do not retry; ask the server's operator.",
+            Self::Banned => "Do not retry; ask a moderator of the room to unban the user.",
+            Self::InvalidReason => "Shorten the reason or take the control characters out.",
             Self::RateLimited => {
                 "Wait `retry_after_ms`, then send the frame again. Frames sent sooner after a \
                  too-many-frames refusal are strikes, and too many close the connection with \

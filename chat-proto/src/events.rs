@@ -57,12 +57,22 @@ pub enum EventKind {
     /// `from` stopped being a member.
     Leave,
     /// `from` (a moderator) removed `user`, who may join again.
-    Kick { user: String },
-    /// `from` (a moderator) removed `user` for good: they cannot join until unbanned.
-    Ban { user: String },
+    Kick {
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// `from` (a moderator) banned `user`: removed if a member, and unable to join (or be
+    /// invited) until unbanned.
+    Ban {
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// `from` lifted `user`'s ban.
     Unban { user: String },
-    /// `from` gave `user` the role `role` (a transfer of ownership makes `from` a moderator).
+    /// `from` gave `user` the role `role`. A transfer of ownership (`role: owner`) makes `from`,
+    /// the owner before, a moderator.
     Role { user: String, role: Role },
 }
 

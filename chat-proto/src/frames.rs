@@ -5,7 +5,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ErrorCode;
-use crate::events::RoomEvent;
+use crate::events::{Role, RoomEvent};
+use crate::moderation::{BanInfo, Removal, RoomSettings};
 use crate::types::{
     CatchUp, HistoryMessage, Limits, Member, PresenceChange, ReadState, RoomInfo, SearchResult,
     SessionInfo, Status, Visibility,
@@ -162,6 +163,54 @@ pub enum ClientFrame {
     },
     /// Protocol 2. List the user's sessions (tokens), newest first. Answered by `session_list`.
     Sessions,
+    /// Protocol 2. Remove `user` from the room (a moderator or the owner, of a lower role);
+    /// they may join again. Answered by `applied`.
+    Kick {
+        room: String,
+        user: String,
+        /// Shown to the user and the room: at most 512 bytes, no control characters.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Protocol 2. Ban `user` (a member or not) from the room: every connection of theirs
+    /// leaves it at once, and they cannot join or be invited until unbanned. Answered by
+    /// `applied`.
+    Ban {
+        room: String,
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Protocol 2. Lift `user`'s ban. Answered by `applied`.
+    Unban { room: String, user: String },
+    /// Protocol 2. The owner makes a member a `moderator` or a `member` again, or hands the room
+    /// over (`owner`: the owner before becomes a moderator). Answered by `applied`.
+    SetRole {
+        room: String,
+        user: String,
+        role: Role,
+    },
+    /// Protocol 2. The owner changes what the room leaves to its members; a field left out
+    /// stays as it is. Answered by `ok`.
+    ConfigureRoom {
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        members_set_topic: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        members_invite: Option<bool>,
+    },
+    /// Protocol 2. A page of the room's bans, by user name (moderators and the owner). Answered
+    /// by `ban_list`.
+    Bans {
+        room: String,
+        /// Only bans of users named after this one (the `next` of the previous page).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        /// At most this many; default and most 500. Any integer from 0 to 2^64-1 is accepted
+        /// and clamped to 1-500.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+    },
     /// Protocol 2. Revoke one of the user's sessions by the `id` `session_list` gave; its
     /// connections close with 4003 (this one with 1000, like `logout`, if it is this one's).
     /// Answered by `ok`.
@@ -202,6 +251,12 @@ impl ClientFrame {
             Self::ChangePassword { .. } => "change_password",
             Self::Sessions => "sessions",
             Self::RevokeSession { .. } => "revoke_session",
+            Self::Kick { .. } => "kick",
+            Self::Ban { .. } => "ban",
+            Self::Unban { .. } => "unban",
+            Self::SetRole { .. } => "set_role",
+            Self::ConfigureRoom { .. } => "configure_room",
+            Self::Bans { .. } => "bans",
         }
     }
 }
@@ -238,6 +293,12 @@ impl ClientFrame {
             | Self::MarkRead { .. }
             | Self::Search { .. } => 2,
             Self::ChangePassword { .. } | Self::Sessions | Self::RevokeSession { .. } => 2,
+            Self::Kick { .. }
+            | Self::Ban { .. }
+            | Self::Unban { .. }
+            | Self::SetRole { .. }
+            | Self::ConfigureRoom { .. }
+            | Self::Bans { .. } => 2,
         }
     }
 }
@@ -273,6 +334,12 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "sessions",
     "revoke_session",
     "search",
+    "kick",
+    "ban",
+    "unban",
+    "set_role",
+    "configure_room",
+    "bans",
 ];
 
 /// A frame the server sends.
@@ -348,6 +415,12 @@ pub enum ServerFrame {
         /// The user's read state in the room.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         read: Option<ReadState>,
+        /// Protocol 2: the user's role in the room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<Role>,
+        /// Protocol 2: what the room leaves to its members (a direct-message room has none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        settings: Option<RoomSettings>,
     },
     /// A further page of a `join` replay, in seq order; the last one has `complete: true`.
     Replay {
@@ -358,8 +431,13 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         events: Vec<RoomEvent>,
     },
-    /// Answer to `leave`.
-    Left { room: String },
+    /// Answer to `leave`; also sent unasked to the user's other connections when they leave,
+    /// and to all of them when a moderator kicks or bans them (`removed` says so).
+    Left {
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        removed: Option<Removal>,
+    },
     /// Answer to `history`: messages in ascending seq order.
     History {
         room: String,
@@ -455,6 +533,14 @@ pub enum ServerFrame {
     Pong { ts: i64 },
     /// Protocol 2. Answer to `sessions`: the user's sessions, newest first.
     SessionList { sessions: Vec<SessionInfo> },
+    /// Protocol 2. Answer to `bans`: bans by user name.
+    BanList {
+        room: String,
+        bans: Vec<BanInfo>,
+        /// Present when more bans follow: send `bans` with `after` set to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    },
     /// A request failed, or the connection is about to be closed.
     Error {
         code: ErrorCode,
@@ -494,6 +580,7 @@ pub const SERVER_FRAME_TYPES: &[&str] = &[
     "applied",
     "read",
     "search_results",
+    "ban_list",
 ];
 
 fn yes() -> bool {

@@ -14,6 +14,7 @@ mod error_code;
 pub mod events;
 mod frames;
 pub mod limits;
+pub mod moderation;
 pub mod search;
 mod types;
 
@@ -21,6 +22,7 @@ pub use codec::{DecodeError, Envelope, decode_client, decode_server, encode, enc
 pub use error_code::{ErrorCode, Retry};
 pub use events::{EventKind, Fold, Reaction, Role, RoomEvent};
 pub use frames::{CLIENT_FRAME_TYPES, ClientFrame, SERVER_FRAME_TYPES, ServerFrame};
+pub use moderation::{BanInfo, Removal, RoomSettings};
 pub use types::{
     CatchUp, HistoryMessage, Limits, Member, PresenceChange, ReadState, Ref, RoomInfo, RoomKind,
     SearchResult, SessionInfo, Status, Visibility,
@@ -46,6 +48,7 @@ pub fn capabilities(version: u32) -> &'static [&'static str] {
             "room_log",
             "search",
             "sessions",
+            "moderation",
         ]
     } else {
         &[]

@@ -148,6 +148,20 @@ pub fn check_topic(topic: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// The most bytes of a `kick` or `ban` reason.
+pub const MAX_REASON_BYTES: usize = 512;
+
+/// A `kick` or `ban` reason: at most 512 bytes, no control characters (as a topic).
+pub fn check_reason(reason: &str) -> Result<(), Refusal> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err("the reason is longer than 512 bytes");
+    }
+    if reason.chars().any(|c| is_forbidden_control(c, false)) {
+        return Err("the reason holds control characters");
+    }
+    Ok(())
+}
+
 /// Client message ids: 1–64 of `A-Z a-z 0-9 _ - . :` (a UUID fits).
 pub fn check_message_id(id: &str) -> Result<(), Refusal> {
     let ok = MESSAGE_ID_LEN.contains(&id.len())

@@ -63,6 +63,9 @@ pub struct RoomInfo {
     /// The user's read state in the room, when they are a member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read: Option<ReadState>,
+    /// Protocol 2: the user's role in the room, when they are a member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::Role>,
 }
 
 /// A member of a room and their presence.
@@ -70,6 +73,9 @@ pub struct RoomInfo {
 pub struct Member {
     pub user: String,
     pub status: Status,
+    /// Protocol 2, in `joined` and `member_list` (never in `presence`): the member's role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::Role>,
 }
 
 /// One change in a `presence` diff.

@@ -5,9 +5,9 @@
 //! u64 above i64::MAX).
 
 use chat_proto::{
-    CatchUp, ClientFrame, Envelope, ErrorCode, HistoryMessage, Limits, Member, Ref, RoomInfo,
-    RoomKind, SearchResult, ServerFrame, SessionInfo, Status, Visibility, decode_client,
-    decode_server, encode, limits::MAX_REF_BYTES,
+    BanInfo, CatchUp, ClientFrame, Envelope, ErrorCode, HistoryMessage, Limits, Member, Ref,
+    Removal, Role, RoomInfo, RoomKind, RoomSettings, SearchResult, ServerFrame, SessionInfo,
+    Status, Visibility, decode_client, decode_server, encode, limits::MAX_REF_BYTES,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -60,9 +60,17 @@ fn status() -> impl Strategy<Value = Status> {
 
 fn members() -> impl Strategy<Value = Vec<Member>> {
     proptest::collection::vec(
-        (text(), status()).prop_map(|(user, status)| Member { user, status }),
+        (text(), status(), proptest::option::of(role())).prop_map(|(user, status, role)| Member {
+            user,
+            status,
+            role,
+        }),
         0..4,
     )
+}
+
+fn role() -> impl Strategy<Value = Role> {
+    select(vec![Role::Member, Role::Moderator, Role::Owner])
 }
 
 fn messages() -> impl Strategy<Value = Vec<HistoryMessage>> {
@@ -90,9 +98,10 @@ fn room_info() -> impl Strategy<Value = RoomInfo> {
         text(),
         any::<u64>(),
         any::<bool>(),
+        proptest::option::of(role()),
     )
         .prop_map(
-            |(room, kind, visibility, topic, members, joined)| RoomInfo {
+            |(room, kind, visibility, topic, members, joined, role)| RoomInfo {
                 room,
                 kind,
                 visibility,
@@ -100,6 +109,7 @@ fn room_info() -> impl Strategy<Value = RoomInfo> {
                 members,
                 joined,
                 read: None,
+                role,
             },
         )
 }
@@ -203,7 +213,32 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         Just(C::Sessions),
         text().prop_map(|id| C::RevokeSession { id }),
     ];
-    prop_oneof![accounts, rooms, sessions]
+    let moderation = prop_oneof![
+        (text(), text(), opt_text(), any::<bool>()).prop_map(|(room, user, reason, ban)| {
+            if ban {
+                C::Ban { room, user, reason }
+            } else {
+                C::Kick { room, user, reason }
+            }
+        }),
+        (text(), text()).prop_map(|(room, user)| C::Unban { room, user }),
+        (text(), text(), role()).prop_map(|(room, user, role)| C::SetRole { room, user, role }),
+        (
+            text(),
+            proptest::option::of(any::<bool>()),
+            proptest::option::of(any::<bool>())
+        )
+            .prop_map(
+                |(room, members_set_topic, members_invite)| C::ConfigureRoom {
+                    room,
+                    members_set_topic,
+                    members_invite
+                }
+            ),
+        (text(), opt_text(), proptest::option::of(any::<u64>()))
+            .prop_map(|(room, after, limit)| C::Bans { room, after, limit }),
+    ];
+    prop_oneof![accounts, rooms, sessions, moderation]
 }
 
 fn sessions() -> impl Strategy<Value = Vec<SessionInfo>> {
@@ -264,7 +299,32 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
         }),
         room_info().prop_map(|room| S::RoomCreated { room }),
         (text(), text()).prop_map(|(room, user)| S::DmOpened { room, user }),
-        text().prop_map(|room| S::Left { room }),
+        (
+            text(),
+            proptest::option::of((text(), any::<bool>(), opt_text()))
+        )
+            .prop_map(|(room, removed)| S::Left {
+                room,
+                removed: removed.map(|(by, banned, reason)| Removal { by, banned, reason }),
+            }),
+        (
+            text(),
+            proptest::collection::vec((text(), text(), any::<i64>(), opt_text()), 0..3),
+            opt_text()
+        )
+            .prop_map(|(room, bans, next)| S::BanList {
+                room,
+                bans: bans
+                    .into_iter()
+                    .map(|(user, by, ts, reason)| BanInfo {
+                        user,
+                        by,
+                        ts,
+                        reason
+                    })
+                    .collect(),
+                next,
+            }),
         any::<i64>().prop_map(|ts| S::Pong { ts }),
         sessions().prop_map(|sessions| S::SessionList { sessions }),
         (
@@ -310,6 +370,11 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
                     complete,
                     events: Vec::new(),
                     read: None,
+                    role: (latest_seq % 3 == 0).then_some(Role::Moderator),
+                    settings: (latest_seq % 2 == 0).then_some(RoomSettings {
+                        members_set_topic: complete,
+                        members_invite: members_complete,
+                    }),
                 }
             },
         );

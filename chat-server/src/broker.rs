@@ -39,11 +39,13 @@ pub enum Event {
         except: Option<ConnId>,
     },
     /// `user` stopped being a member of `room`: unsubscribe all their connections (telling each
-    /// but `except` with `left`), then tell the room with `member_left`.
+    /// but `except` with `left`, carrying `removed` when a moderator did it), then tell the
+    /// room with `member_left`.
     Left {
         room: Arc<str>,
         user: Arc<str>,
         except: Option<ConnId>,
+        removed: Option<chat_proto::Removal>,
     },
     /// A token was revoked: close every connection authenticated with it (4003).
     TokenRevoked { hash: [u8; 32] },

@@ -22,6 +22,7 @@ pub mod handshake;
 pub mod hasher;
 pub mod hub;
 pub mod metrics;
+pub mod moderation;
 pub mod outbox;
 pub mod presence;
 pub mod rate;

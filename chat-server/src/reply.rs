@@ -69,10 +69,10 @@ impl PageItem for RoomEvent {
             } => json(emoji) + replaces.as_deref().map_or(0, json),
             EventKind::Unreact { emoji, .. } => json(emoji),
             EventKind::Topic { topic } => json(topic),
-            EventKind::Kick { user }
-            | EventKind::Ban { user }
-            | EventKind::Unban { user }
-            | EventKind::Role { user, .. } => json(user),
+            EventKind::Kick { user, reason } | EventKind::Ban { user, reason } => {
+                json(user) + reason.as_deref().map_or(0, json)
+            }
+            EventKind::Unban { user } | EventKind::Role { user, .. } => json(user),
             EventKind::Delete { .. } | EventKind::Join | EventKind::Leave => 0,
         };
         // {"seq":,"ts":,"from":"","kind":"", ...} and the numbers.

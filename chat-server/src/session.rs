@@ -335,6 +335,19 @@ impl Session {
             }
             F::Sessions => self.sessions().await,
             F::RevokeSession { id } => self.revoke_session(id).await,
+            F::Kick { room, user, reason } => self.remove(room, user, reason, false).await,
+            F::Ban { room, user, reason } => self.remove(room, user, reason, true).await,
+            F::Unban { room, user } => self.unban(room, user).await,
+            F::SetRole { room, user, role } => self.set_role(room, user, role).await,
+            F::ConfigureRoom {
+                room,
+                members_set_topic,
+                members_invite,
+            } => {
+                self.configure_room(room, members_set_topic, members_invite)
+                    .await
+            }
+            F::Bans { room, after, limit } => self.bans(room, after, limit).await,
         }
     }
 

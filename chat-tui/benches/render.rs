@@ -82,6 +82,8 @@ fn app_with_history() -> App {
         user: "user0".into(),
     }));
     a.update(frame(ServerFrame::Joined {
+        role: None,
+        settings: None,
         room: "lobby".into(),
         epoch: "e".into(),
         latest_seq: MESSAGES,
@@ -89,6 +91,7 @@ fn app_with_history() -> App {
         visibility: Visibility::Public,
         members: (0..USERS)
             .map(|u| Member {
+                role: None,
                 user: format!("user{u}"),
                 status: if u % 3 == 0 {
                     Status::Offline

@@ -851,9 +851,15 @@ impl App {
                     "{} was deleted by its owner",
                     sanitize::name(&room, 64)
                 ));
-                self.frame(ServerFrame::Left { room }, None)
+                self.frame(
+                    ServerFrame::Left {
+                        room,
+                        removed: None,
+                    },
+                    None,
+                )
             }
-            ServerFrame::Left { room } => {
+            ServerFrame::Left { room, .. } => {
                 self.rooms.remove(&room);
                 self.editors.remove(&room);
                 if self.focus.as_deref() == Some(room.as_str()) {
@@ -902,7 +908,8 @@ impl App {
             | ServerFrame::Applied { .. }
             | ServerFrame::Read { .. }
             | ServerFrame::SessionList { .. }
-            | ServerFrame::SearchResults { .. } => {
+            | ServerFrame::SearchResults { .. }
+            | ServerFrame::BanList { .. } => {
                 vec![]
             }
             ServerFrame::Welcome { .. } | ServerFrame::AuthOk { .. } => vec![],

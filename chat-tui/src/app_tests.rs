@@ -55,6 +55,8 @@ fn h(seq: u64, from: &str, body: &str) -> HistoryMessage {
 
 fn joined(room: &str, catch_up: CatchUp, messages: Vec<HistoryMessage>, latest: u64) -> Event {
     frame(ServerFrame::Joined {
+        role: None,
+        settings: None,
         room: room.into(),
         epoch: "ep".into(),
         latest_seq: latest,
@@ -62,10 +64,12 @@ fn joined(room: &str, catch_up: CatchUp, messages: Vec<HistoryMessage>, latest: 
         visibility: Visibility::Public,
         members: vec![
             Member {
+                role: None,
                 user: "alice".into(),
                 status: Status::Online,
             },
             Member {
+                role: None,
                 user: "bob".into(),
                 status: Status::Online,
             },
@@ -148,6 +152,8 @@ fn reconnect_rejoins_from_where_it_was_and_resends_pending_with_the_same_ids() {
     );
     // The replay ends: the pending message goes out with its original id.
     let cmds = a.update(frame(ServerFrame::Joined {
+        role: None,
+        settings: None,
         room: "r".into(),
         epoch: "ep".into(),
         latest_seq: 3,
@@ -515,6 +521,7 @@ fn read_positions_survive_a_restart() {
 fn the_room_list_is_read_page_by_page() {
     let mut a = app();
     let info = |room: &str| chat_proto::RoomInfo {
+        role: None,
         room: room.into(),
         kind: chat_proto::RoomKind::Room,
         visibility: Visibility::Public,

@@ -39,6 +39,8 @@ fn app_with(messages: Vec<(&str, &str)>) -> App {
     a.update(Event::Net(Net::Frame(Box::new(Envelope {
         reference: None,
         frame: ServerFrame::Joined {
+            role: None,
+            settings: None,
             room: "lobby".into(),
             epoch: "e".into(),
             latest_seq: latest,
@@ -46,14 +48,17 @@ fn app_with(messages: Vec<(&str, &str)>) -> App {
             visibility: Visibility::Public,
             members: vec![
                 Member {
+                    role: None,
                     user: "alice".into(),
                     status: Status::Online,
                 },
                 Member {
+                    role: None,
                     user: "bob".into(),
                     status: Status::Away,
                 },
                 Member {
+                    role: None,
                     user: "carol".into(),
                     status: Status::Offline,
                 },

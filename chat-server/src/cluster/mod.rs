@@ -491,10 +491,15 @@ fn remote_event(origin: Arc<str>, what: Wire) -> Option<Event> {
             frame: frame.into(),
             except: None,
         },
-        Wire::Left { room, user } => Event::Left {
+        Wire::Left {
+            room,
+            user,
+            removed,
+        } => Event::Left {
             room: room.into(),
             user: user.into(),
             except: None,
+            removed,
         },
         Wire::Revoked { hash } => {
             let bytes = hex::decode(hash).ok()?;
@@ -565,11 +570,17 @@ impl Broker for RedisBroker {
                     frame: frame.to_string(),
                 },
             ),
-            Event::Left { room, user, .. } => i.publish_wire(
+            Event::Left {
+                room,
+                user,
+                removed,
+                ..
+            } => i.publish_wire(
                 keys.room(room),
                 Wire::Left {
                     room: room.to_string(),
                     user: user.to_string(),
+                    removed: removed.clone(),
                 },
             ),
             Event::TokenRevoked { hash } => i.publish_wire(

@@ -32,8 +32,14 @@ pub enum Wire {
     Room { room: String, frame: String },
     /// A frame for every connection of a user (an invite).
     User { user: String, frame: String },
-    /// `user` left `room`: unsubscribe their connections.
-    Left { room: String, user: String },
+    /// `user` left `room` (or a moderator removed them: `removed`): unsubscribe their
+    /// connections.
+    Left {
+        room: String,
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        removed: Option<chat_proto::Removal>,
+    },
     /// A token was revoked: close its connections. Hex of the token's hash.
     Revoked { hash: String },
     /// The room was deleted.
@@ -91,6 +97,11 @@ mod tests {
             Wire::Left {
                 room: "r".into(),
                 user: "u".into(),
+                removed: Some(chat_proto::Removal {
+                    by: "m".into(),
+                    banned: true,
+                    reason: Some("spam".into()),
+                }),
             },
             Wire::Revoked { hash: "ab".into() },
             Wire::Deleted { room: "r".into() },

@@ -18,8 +18,9 @@ fn refusal(e: StoreError, room: &str) -> Fail {
         ),
         StoreError::NotAllowed => Fail::new(
             ErrorCode::Forbidden,
-            "only the author may do that to this message",
+            "only the author may do that to this message (or, to delete it, a moderator)",
         ),
+        StoreError::Refused(r) => Fail::new(r.code(), r.to_string()),
         StoreError::NotFound => Fail::new(ErrorCode::NoSuchRoom, "no such room"),
         other => Fail::from(other),
     }
@@ -79,6 +80,25 @@ impl Session {
                             room,
                             user: user.clone(),
                             except: Some(conn),
+                            removed: None,
+                        }),
+                        // Every connection of theirs leaves the room, on every node.
+                        EventKind::Kick {
+                            user: removed,
+                            reason,
+                        }
+                        | EventKind::Ban {
+                            user: removed,
+                            reason,
+                        } => broker.publish(Event::Left {
+                            room,
+                            user: removed.as_str().into(),
+                            except: None,
+                            removed: Some(chat_proto::Removal {
+                                by: event.from.clone(),
+                                banned: matches!(event.what, EventKind::Ban { .. }),
+                                reason: reason.clone(),
+                            }),
                         }),
                         _ => {}
                     }
@@ -99,13 +119,6 @@ impl Session {
         rx.await.map_err(|_| {
             Fail::new(ErrorCode::Unavailable, "the server is shutting down").in_room(room)
         })?
-    }
-
-    /// Whether the user may moderate `room`: its owner (rooms have no other moderators yet).
-    pub(crate) async fn is_moderator(&self, room: &str) -> Result<bool, Fail> {
-        let user = self.authed()?.reg.user.clone();
-        let rec = self.room_record(room).await?;
-        Ok(rec.owner.as_deref() == Some(&*user))
     }
 
     /// The author of message `seq` of `room`, refusing a seq that is no message (or, unless
@@ -129,30 +142,13 @@ impl Session {
             .map(drop)
     }
 
+    /// One's own message, or anyone's as a moderator: the store decides, with the role as
+    /// committed when the delete is.
     pub(crate) async fn delete(&mut self, room: String, seq: u64) -> Outcome {
         self.require_subscribed(&room)?;
-        let user = self.authed()?.reg.user.clone();
-        let moderator = if self.author_of(&room, seq, true).await? == *user {
-            false
-        } else if self.is_moderator(&room).await? {
-            true
-        } else {
-            return Err(Fail::new(
-                ErrorCode::Forbidden,
-                "only the author or a moderator may delete this message",
-            )
-            .in_room(&room));
-        };
-        self.change(
-            &room,
-            Change::Delete {
-                target: seq,
-                moderator,
-            },
-            true,
-        )
-        .await
-        .map(drop)
+        self.change(&room, Change::Delete { target: seq }, true)
+            .await
+            .map(drop)
     }
 
     pub(crate) async fn react(

@@ -7,6 +7,7 @@
 mod account;
 mod changes;
 mod messages;
+mod moderation;
 mod room_admin;
 mod rooms;
 mod search;

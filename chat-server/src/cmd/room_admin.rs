@@ -28,11 +28,18 @@ impl Session {
             .await?;
         let next = super::cut_page(&mut users, limit, String::clone);
         let statuses = self.ctx.hub.statuses(&room, &users);
-        let members = users
+        let mut members: Vec<Member> = users
             .into_iter()
             .zip(statuses)
-            .map(|(user, status)| Member { user, status })
+            .map(|(user, status)| Member {
+                user,
+                status,
+                role: None,
+            })
             .collect();
+        if self.version >= 2 {
+            fill_roles(self.ctx.store.as_ref(), &room, &mut members).await?;
+        }
         self.reply_reserved(
             &ServerFrame::MemberList {
                 room,
@@ -111,6 +118,7 @@ pub(crate) async fn joined_members(
         .map(|(user, status)| Member {
             user: user.to_string(),
             status,
+            role: None,
         })
         .collect();
     present.sort_by(|a, b| a.user.cmp(&b.user));
@@ -125,9 +133,30 @@ pub(crate) async fn joined_members(
             .map(|user| Member {
                 user,
                 status: Status::Offline,
+                role: None,
             }),
     );
     Ok((present, count, false))
+}
+
+/// Protocol 2: each listed member's role (a page of them: one lookup per name). A user listed
+/// as present who is no longer a member (a race with `leave`) shows as a member.
+pub(crate) async fn fill_roles(
+    store: &dyn Store,
+    room: &str,
+    members: &mut [Member],
+) -> Result<(), StoreError> {
+    let names: Vec<String> = members.iter().map(|m| m.user.clone()).collect();
+    let roles = store.roles_of(room, &names).await?;
+    for m in members {
+        m.role = Some(
+            roles
+                .get(&m.user)
+                .copied()
+                .unwrap_or(chat_proto::Role::Member),
+        );
+    }
+    Ok(())
 }
 
 /// The room's members (sorted by name, from the store) with the statuses of those present;
@@ -139,12 +168,14 @@ fn member_list(stored: Vec<String>, mut statuses: HashMap<Arc<str>, Status>) -> 
         .map(|user| Member {
             status: statuses.remove(user.as_str()).unwrap_or(Status::Offline),
             user,
+            role: None,
         })
         .collect();
     if !statuses.is_empty() {
         members.extend(statuses.into_iter().map(|(user, status)| Member {
             user: user.to_string(),
             status,
+            role: None,
         }));
         members.sort_by(|a, b| a.user.cmp(&b.user));
     }

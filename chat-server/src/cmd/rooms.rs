@@ -60,14 +60,15 @@ impl Session {
     }
 
     /// The room, if this user may know it exists: public rooms, and private ones (direct
-    /// messages included) they are a member of or invited to. Any other private room is
-    /// `no_such_room`, exactly like a name nobody uses (docs/security.md).
+    /// messages included) they are a member of, invited to, or own (an owner who left may come
+    /// back). Any other private room is `no_such_room`, exactly like a name nobody uses
+    /// (docs/security.md).
     pub(crate) async fn visible_room(&self, room: &str) -> Result<RoomRecord, Fail> {
         let rec = self.room_record(room).await?;
-        if rec.visibility == Visibility::Public {
+        let user = self.authed()?.reg.user.clone();
+        if rec.visibility == Visibility::Public || rec.owner.as_deref() == Some(&*user) {
             return Ok(rec);
         }
-        let user = self.authed()?.reg.user.clone();
         let store = &self.ctx.store;
         if store.is_member(room, &user).await? || store.is_invited(room, &user).await? {
             Ok(rec)
@@ -100,6 +101,9 @@ impl Session {
             .rooms_for(&user, after.as_deref(), limit + 1)
             .await?;
         let next = super::cut_page(&mut rooms, limit, |r| r.room.clone());
+        if self.version < 2 {
+            rooms.iter_mut().for_each(|r| r.role = None);
+        }
         self.reply_reserved(&ServerFrame::RoomList { rooms, next }, room_for_it);
         Ok(())
     }
@@ -145,6 +149,7 @@ impl Session {
                 members: 1,
                 joined: true,
                 read: Some(chat_proto::ReadState::default()),
+                role: (self.version >= 2).then_some(chat_proto::Role::Owner),
             },
         });
         Ok(())
@@ -184,7 +189,22 @@ impl Session {
         self.ctx.broker.watch(&room).await;
         let authed = self.authed()?;
         let (statuses, again) = self.ctx.hub.subscribe(&room, &authed.reg);
-        match self.join_snapshot(&rec, since, statuses).await {
+        // A kick or ban committed between the join above and the subscription found no
+        // subscription to end: it is in the store, and read here, after subscribing. One that
+        // commits later ends the subscription itself.
+        let still = match self.ctx.store.is_member(&room, &user).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Fail::new(
+                ErrorCode::NotMember,
+                "you were removed from the room as you joined it",
+            )),
+            Err(e) => Err(Fail::from(e)),
+        };
+        let snapshot = match still {
+            Ok(()) => self.join_snapshot(&rec, since, statuses).await,
+            Err(f) => Err(f),
+        };
+        match snapshot {
             Ok(latest) => {
                 self.ctx.hub.go_live(&room, conn, latest);
                 Ok(())
@@ -223,8 +243,22 @@ impl Session {
             tombstones: v2,
         };
         let read = Some(store.read_state(&user, room).await?);
-        let (members, member_count, members_complete) =
+        let (mut members, member_count, members_complete) =
             super::room_admin::joined_members(store.as_ref(), rec, statuses).await?;
+        let (role, settings) = if v2 {
+            super::room_admin::fill_roles(store.as_ref(), room, &mut members).await?;
+            let role = members
+                .iter()
+                .find(|m| m.user == *user)
+                .and_then(|m| m.role);
+            let role = match role {
+                Some(r) => Some(r),
+                None => store.role(room, &user).await?,
+            };
+            (role, (rec.kind != RoomKind::Dm).then_some(rec.settings))
+        } else {
+            (None, None)
+        };
         let (catch_up, messages, events, mut after) =
             match plan(since, &rec.epoch, latest, self.ctx.config.max_replay) {
                 Plan::Recent(catch_up) => {
@@ -278,6 +312,8 @@ impl Session {
             complete: after >= latest,
             events,
             read,
+            role,
+            settings,
         };
         self.reply_reserved(&joined, room_for_it);
         // Each page waits for room after the one before: a joiner that reads slowly slows its
@@ -328,7 +364,10 @@ impl Session {
         if self.change(&room, Change::Leave, false).await?.is_none() {
             return Err(not_member(&room));
         }
-        self.reply(&ServerFrame::Left { room });
+        self.reply(&ServerFrame::Left {
+            room,
+            removed: None,
+        });
         Ok(())
     }
 
@@ -352,12 +391,19 @@ impl Session {
             );
         }
         self.require_member(&room).await?;
+        let role = self.ctx.store.role(&room, &user).await?;
+        crate::moderation::may_invite(rec.settings, role)
+            .map_err(|r| Fail::new(r.code(), r.to_string()).in_room(&room))?;
         if !self.ctx.store.user_exists(&invitee).await? {
             return Err(Fail::new(
                 ErrorCode::NoSuchUser,
                 format!("there is no user `{invitee}`"),
             )
             .in_room(&room));
+        }
+        if self.ctx.store.is_banned(&room, &invitee).await? {
+            let r = crate::moderation::Refusal::TargetBanned(invitee);
+            return Err(Fail::new(r.code(), r.to_string()).in_room(&room));
         }
         if !self.ctx.invites.take(&user, std::time::Instant::now()) {
             return Err(Fail::new(

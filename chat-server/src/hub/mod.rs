@@ -563,7 +563,12 @@ impl Hub {
                     }
                 }
             }
-            Event::Left { room, user, except } => self.user_left(&room, &user, except),
+            Event::Left {
+                room,
+                user,
+                except,
+                removed,
+            } => self.user_left(&room, &user, except, removed),
             Event::Presence {
                 room,
                 node,
@@ -660,7 +665,13 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    fn user_left(&self, room_name: &str, user: &str, except: Option<ConnId>) {
+    fn user_left(
+        &self,
+        room_name: &str,
+        user: &str,
+        except: Option<ConnId>,
+        removed: Option<chat_proto::Removal>,
+    ) {
         let conns: Vec<(ConnId, Arc<Outbox>)> = {
             let mut registry = lock(&self.registry);
             let ids = registry
@@ -677,6 +688,7 @@ impl Hub {
         };
         let left = frame(&ServerFrame::Left {
             room: room_name.to_owned(),
+            removed,
         });
         if let Some(room) = self.room(room_name) {
             let mut room = lock(&room);

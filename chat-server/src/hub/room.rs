@@ -66,6 +66,7 @@ pub(super) fn presence_frame<'a>(
         changes: changes
             .into_iter()
             .map(|(user, status)| chat_proto::Member {
+                role: None,
                 user: user.to_owned(),
                 status,
             })

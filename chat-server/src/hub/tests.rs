@@ -288,6 +288,7 @@ fn leaving_unsubscribes_every_connection_of_the_user() {
         room: "r".into(),
         user: "bob".into(),
         except: Some(b1.id),
+        removed: None,
     });
     assert!(
         drain(&mut b1rx).is_empty(),

@@ -56,8 +56,12 @@ pub fn columns(what: &EventKind) -> (i16, Option<i64>, &str, Option<&str>) {
         EventKind::Topic { topic } => (TOPIC, None, topic, None),
         EventKind::Join => (JOIN, None, "", None),
         EventKind::Leave => (LEAVE, None, "", None),
-        EventKind::Kick { user } => (KICK, None, "", Some(user)),
-        EventKind::Ban { user } => (BAN, None, "", Some(user)),
+        // A reason is the body; none is stored as "" (a reason is never empty: see
+        // `cmd::moderation`).
+        EventKind::Kick { user, reason } => {
+            (KICK, None, reason.as_deref().unwrap_or(""), Some(user))
+        }
+        EventKind::Ban { user, reason } => (BAN, None, reason.as_deref().unwrap_or(""), Some(user)),
         EventKind::Unban { user } => (UNBAN, None, "", Some(user)),
         EventKind::Role { user, role } => (ROLE, None, role_str(*role), Some(user)),
     }
@@ -109,8 +113,14 @@ impl Row {
             TOPIC => EventKind::Topic { topic: self.body },
             JOIN => EventKind::Join,
             LEAVE => EventKind::Leave,
-            KICK => EventKind::Kick { user: subject? },
-            BAN => EventKind::Ban { user: subject? },
+            KICK => EventKind::Kick {
+                user: subject?,
+                reason: Some(self.body).filter(|b| !b.is_empty()),
+            },
+            BAN => EventKind::Ban {
+                user: subject?,
+                reason: Some(self.body).filter(|b| !b.is_empty()),
+            },
             UNBAN => EventKind::Unban { user: subject? },
             ROLE => EventKind::Role {
                 user: subject?,
@@ -156,8 +166,14 @@ mod tests {
             EventKind::Topic { topic: "t".into() },
             EventKind::Join,
             EventKind::Leave,
-            EventKind::Kick { user: "u".into() },
-            EventKind::Ban { user: "u".into() },
+            EventKind::Kick {
+                user: "u".into(),
+                reason: None,
+            },
+            EventKind::Ban {
+                user: "u".into(),
+                reason: Some("spam".into()),
+            },
             EventKind::Unban { user: "u".into() },
             EventKind::Role {
                 user: "u".into(),

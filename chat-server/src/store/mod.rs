@@ -15,14 +15,18 @@ pub mod search;
 pub mod sqlite;
 pub mod suite;
 pub mod suite_log;
+pub mod suite_moderation;
 pub mod suite_search;
 
 pub use accounts::AccountStore;
 
 use async_trait::async_trait;
 use chat_proto::{
-    HistoryMessage, ReadState, RoomEvent, RoomInfo, RoomKind, SearchResult, Visibility,
+    BanInfo, HistoryMessage, ReadState, Role, RoomEvent, RoomInfo, RoomKind, RoomSettings,
+    SearchResult, Visibility,
 };
+
+use crate::moderation::Refusal;
 
 pub use search::{Cursor, SearchRequest};
 
@@ -58,6 +62,10 @@ pub enum StoreError {
     /// written.
     #[error("not allowed")]
     NotAllowed,
+    /// A change the actor's role (or the target's) does not allow, judged in the change's
+    /// transaction (see `crate::moderation`). Nothing was written.
+    #[error("refused: {0}")]
+    Refused(Refusal),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -83,9 +91,11 @@ pub struct RoomRecord {
     pub topic: String,
     /// Changes whenever the room's history is recreated; a `since_seq` is only valid within one.
     pub epoch: String,
-    /// Who created it and may delete it (`None` for direct-message rooms and for rooms made
-    /// before rooms had owners).
+    /// Who created it (or was handed it) and may delete it (`None` for direct-message rooms and
+    /// for rooms made before rooms had owners).
     pub owner: Option<String>,
+    /// What the room leaves to its members.
+    pub settings: RoomSettings,
 }
 
 /// A message to append.
@@ -115,33 +125,38 @@ impl NewMessage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// Replace the body of `target`, a message by the same user that is not deleted.
-    Edit {
-        target: u64,
-        body: String,
-    },
-    /// Tombstone `target` and remove its body (and its edits' bodies). The author may; with
-    /// `moderator` (the caller checked the role) anyone may.
-    Delete {
-        target: u64,
-        moderator: bool,
-    },
+    Edit { target: u64, body: String },
+    /// Tombstone `target` and remove its body (and its edits' bodies): the author's, or
+    /// anyone's by a moderator of the room (not in a direct-message room).
+    Delete { target: u64 },
     /// Set the user's one reaction to `target` (not deleted).
-    React {
-        target: u64,
-        emoji: String,
-    },
+    React { target: u64, emoji: String },
     /// Remove the user's reaction `emoji` to `target`.
-    Unreact {
-        target: u64,
-        emoji: String,
-    },
-    Topic {
-        topic: String,
-    },
-    /// Become a member (using up an invite). Nothing is recorded if already one.
+    Unreact { target: u64, emoji: String },
+    /// Set the topic: a member may, unless the room's settings leave it to moderators.
+    Topic { topic: String },
+    /// Become a member (using up an invite); refused while banned. Nothing is recorded if
+    /// already one.
     Join,
     /// Stop being a member (and lose an invite). Nothing is recorded if not one.
     Leave,
+    /// Remove member `user` (and their invite), by a moderator who outranks them
+    /// (`crate::moderation::may`).
+    Kick {
+        user: String,
+        reason: Option<String>,
+    },
+    /// Ban `user` (removing them if a member) by a moderator who outranks them. Nothing is
+    /// recorded if they are banned already.
+    Ban {
+        user: String,
+        reason: Option<String>,
+    },
+    /// Lift `user`'s ban. Nothing is recorded if there is none.
+    Unban { user: String },
+    /// The owner gives member `user` a role; `Owner` hands the room over (the owner before
+    /// becomes a moderator). Nothing is recorded if they have it already.
+    SetRole { user: String, role: Role },
 }
 
 /// A change to apply to `room`, made by `from`.
@@ -262,6 +277,31 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     /// Ends `user`'s membership; true if they were one.
     async fn remove_member(&self, room: &str, user: &str) -> Result<bool, StoreError>;
     async fn is_member(&self, room: &str, user: &str) -> Result<bool, StoreError>;
+    /// `user`'s role in `room`: `None` if not a member.
+    async fn role(&self, room: &str, user: &str) -> Result<Option<Role>, StoreError>;
+    /// The roles of those of `users` (at most a page of them) who are members of `room`.
+    async fn roles_of(
+        &self,
+        room: &str,
+        users: &[String],
+    ) -> Result<std::collections::HashMap<String, Role>, StoreError>;
+    async fn is_banned(&self, room: &str, user: &str) -> Result<bool, StoreError>;
+    /// The room's bans by user name: at most `limit`, named after `after`.
+    async fn bans(
+        &self,
+        room: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<BanInfo>, StoreError>;
+    /// Changes the settings given (`None` keeps one) if `user` owns the room; returns them
+    /// after. `Refused(NotOwner)` otherwise, `NotFound` without such a room.
+    async fn configure_room(
+        &self,
+        room: &str,
+        user: &str,
+        members_set_topic: Option<bool>,
+        members_invite: Option<bool>,
+    ) -> Result<RoomSettings, StoreError>;
     /// Member usernames, sorted: at most `limit`, named after `after`.
     async fn members(
         &self,

@@ -34,6 +34,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     commits_are_measured(&*store).await;
     super::suite_log::run_all(&*store).await;
     super::suite_search::run_all(&*store).await;
+    super::suite_moderation::run_all(&*store).await;
     fold_property_fixed(&*store).await;
 }
 

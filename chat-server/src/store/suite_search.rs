@@ -79,10 +79,7 @@ pub async fn run_all(s: &dyn Store) {
         target: m5,
         body: "fixed the thing".into(),
     };
-    let del = Change::Delete {
-        target: m6,
-        moderator: false,
-    };
+    let del = Change::Delete { target: m6 };
     for (from, change) in [("sb", edit), ("sa", del)] {
         apply_and_wait(
             s,

@@ -7,7 +7,9 @@ use chat_proto::{EventKind, HistoryMessage, Reaction, ReadState, RoomEvent};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
+use super::moderation::{self as rules, banned_ids, role_ids, room_facts};
 use crate::clock::now_ms;
+use crate::moderation::{self, Refusal};
 use crate::store::log::{self, Row as LogRow};
 use crate::store::{Applied, Change, MessageInfo, NewEvent, StoreError, Viewer};
 
@@ -103,16 +105,20 @@ pub(super) async fn apply_one(
                 body: body.clone(),
             },
         },
-        Change::Delete {
-            target: t,
-            moderator,
-        } => match target(*t).await? {
+        Change::Delete { target: t } => match target(*t).await? {
             None => return refused(StoreError::NoSuchMessage),
-            Some((author, _)) if author != uid && !moderator => {
-                return refused(StoreError::NotAllowed);
+            Some((author, deleted)) => {
+                if author != uid {
+                    let (kind, _) = room_facts(&tx, rid).await?;
+                    if !moderation::may_delete_others(kind, role_ids(&tx, rid, uid).await?) {
+                        return refused(StoreError::NotAllowed);
+                    }
+                }
+                if deleted {
+                    return Ok(nothing());
+                }
+                EventKind::Delete { target: *t }
             }
-            Some((_, true)) => return Ok(nothing()),
-            Some(_) => EventKind::Delete { target: *t },
         },
         Change::React { target: t, emoji } => match target(*t).await? {
             None | Some((_, true)) => return refused(StoreError::NoSuchMessage),
@@ -140,12 +146,32 @@ pub(super) async fn apply_one(
                 emoji: emoji.clone(),
             }
         }
-        Change::Topic { topic } => EventKind::Topic {
-            topic: topic.clone(),
-        },
+        Change::Topic { topic } => {
+            let (kind, settings) = room_facts(&tx, rid).await?;
+            if let Err(r) =
+                moderation::may_set_topic(kind, settings, role_ids(&tx, rid, uid).await?)
+            {
+                return refused(StoreError::Refused(r));
+            }
+            EventKind::Topic {
+                topic: topic.clone(),
+            }
+        }
+        Change::Kick { .. }
+        | Change::Ban { .. }
+        | Change::Unban { .. }
+        | Change::SetRole { .. } => {
+            match rules::decide(&tx, rid, uid, &ev.from, &ev.change).await? {
+                Some(what) => what,
+                None => return Ok(nothing()),
+            }
+        }
         Change::Join => {
             if is_member().await? {
                 return Ok(nothing());
+            }
+            if banned_ids(&tx, rid, uid).await? {
+                return refused(StoreError::Refused(Refusal::Banned));
             }
             EventKind::Join
         }
@@ -331,11 +357,11 @@ async fn effects(
             )
             .await?;
         }
-        EventKind::Message { .. }
-        | EventKind::Kick { .. }
+        EventKind::Kick { .. }
         | EventKind::Ban { .. }
         | EventKind::Unban { .. }
-        | EventKind::Role { .. } => {}
+        | EventKind::Role { .. } => rules::effects(tx, rid, uid, ts, what).await?,
+        EventKind::Message { .. } => {}
     }
     Ok(())
 }

@@ -14,6 +14,7 @@
 mod accounts;
 pub mod copy;
 mod log;
+mod moderation;
 mod queries;
 mod schema;
 mod search;

@@ -17,7 +17,8 @@ use crate::store::{
 };
 
 /// A room's columns as [`room_from_row`] reads them, from `rooms r`.
-const ROOM_COLUMNS: &str = "r.name, r.kind, r.visibility, r.topic, r.epoch, (SELECT u.name FROM users u WHERE u.id = r.owner_id)";
+const ROOM_COLUMNS: &str = "r.name, r.kind, r.visibility, r.topic, r.epoch,
+    (SELECT u.name FROM users u WHERE u.id = r.owner_id), r.members_set_topic, r.members_invite";
 
 fn room_from_row(row: &Row) -> RoomRecord {
     let kind: &str = row.get(1);
@@ -37,6 +38,10 @@ fn room_from_row(row: &Row) -> RoomRecord {
         topic: row.get(3),
         epoch: row.get(4),
         owner: row.get(5),
+        settings: chat_proto::RoomSettings {
+            members_set_topic: row.get(6),
+            members_invite: row.get(7),
+        },
     }
 }
 
@@ -75,7 +80,7 @@ pub(super) async fn user_id(c: &impl GenericClient, name: &str) -> Result<i64, S
     one_id(c, "SELECT id FROM users WHERE name = $1", name).await
 }
 
-async fn room_id(c: &impl GenericClient, name: &str) -> Result<i64, StoreError> {
+pub(super) async fn room_id(c: &impl GenericClient, name: &str) -> Result<i64, StoreError> {
     one_id(c, "SELECT id FROM rooms WHERE name = $1", name).await
 }
 
@@ -134,6 +139,7 @@ async fn insert_room(
                 topic: topic.to_owned(),
                 epoch,
                 owner: owner.map(|o| o.1.to_owned()),
+                settings: chat_proto::RoomSettings::default(),
             },
         )
     }))
@@ -279,6 +285,8 @@ impl Store for PgStore {
             "SELECT {ROOM_COLUMNS},
                 (SELECT COUNT(*) FROM members m WHERE m.room_id = r.id),
                 EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.user_id = $1),
+                (SELECT CASE WHEN r.owner_id = m.user_id THEN 'owner' ELSE m.role END
+                 FROM members m WHERE m.room_id = r.id AND m.user_id = $1),
                 {}
              FROM rooms r
              WHERE r.name > $2 AND (r.visibility = 'public'
@@ -294,15 +302,17 @@ impl Store for PgStore {
             .iter()
             .map(|r| {
                 let rec = room_from_row(r);
-                let joined: bool = r.get(7);
+                let joined: bool = r.get(9);
+                let role: Option<&str> = r.get(10);
                 RoomInfo {
                     room: rec.name,
                     kind: rec.kind,
                     visibility: rec.visibility,
                     topic: rec.topic,
-                    members: r.get::<_, i64>(6) as u64,
+                    members: r.get::<_, i64>(8) as u64,
                     joined,
-                    read: joined.then(|| log::read_from(r, 8)),
+                    read: joined.then(|| log::read_from(r, 11)),
+                    role: role.and_then(crate::store::log::parse_role),
                 }
             })
             .collect())
@@ -361,7 +371,7 @@ impl Store for PgStore {
                             .await
                             .map_err(db_err)?
                             .ok_or(StoreError::NotFound)?;
-                        (row.get(6), room_from_row(&row))
+                        (row.get(8), room_from_row(&row))
                     }
                 };
             add_member_ids(&tx, rid, ua).await?;
@@ -418,6 +428,41 @@ impl Store for PgStore {
 
     async fn is_member(&self, room: &str, user: &str) -> Result<bool, StoreError> {
         self.paired("members", room, user).await
+    }
+
+    async fn role(&self, room: &str, user: &str) -> Result<Option<chat_proto::Role>, StoreError> {
+        super::moderation::role(self, room, user).await
+    }
+
+    async fn roles_of(
+        &self,
+        room: &str,
+        users: &[String],
+    ) -> Result<std::collections::HashMap<String, chat_proto::Role>, StoreError> {
+        super::moderation::roles_of(self, room, users).await
+    }
+
+    async fn is_banned(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        super::moderation::is_banned(self, room, user).await
+    }
+
+    async fn bans(
+        &self,
+        room: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<chat_proto::BanInfo>, StoreError> {
+        super::moderation::bans(self, room, after, limit).await
+    }
+
+    async fn configure_room(
+        &self,
+        room: &str,
+        user: &str,
+        members_set_topic: Option<bool>,
+        members_invite: Option<bool>,
+    ) -> Result<chat_proto::RoomSettings, StoreError> {
+        super::moderation::configure_room(self, room, user, members_set_topic, members_invite).await
     }
 
     async fn members(

@@ -130,6 +130,21 @@ ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS (
 ) STORED;
 CREATE INDEX messages_search ON messages USING GIN (search) WHERE kind = 0 AND NOT deleted;
 "#,
+    // Moderation (protocol 2, store/postgres/moderation.rs): a member's role (`member` or
+    // `moderator`; the owner is `rooms.owner_id`), what a room leaves to its members, and bans.
+    r#"
+ALTER TABLE members ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+ALTER TABLE rooms ADD COLUMN members_set_topic BOOLEAN NOT NULL DEFAULT TRUE;
+ALTER TABLE rooms ADD COLUMN members_invite BOOLEAN NOT NULL DEFAULT TRUE;
+CREATE TABLE bans (
+    room_id BIGINT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    user_id BIGINT NOT NULL REFERENCES users(id),
+    by_id BIGINT NOT NULL REFERENCES users(id),
+    ts BIGINT NOT NULL,
+    reason TEXT,
+    PRIMARY KEY (room_id, user_id)
+);
+"#,
 ];
 
 /// The schema version this build knows (and migrates to).

@@ -5,8 +5,10 @@ use chat_proto::limits::{UNREAD_COUNT_MAX, mentions};
 use chat_proto::{EventKind, HistoryMessage, Reaction, ReadState, RoomEvent};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::moderation::{self as rules, banned_ids, role_ids, room_facts};
 use super::{Writer, room_id, user_id};
 use crate::clock::now_ms;
+use crate::moderation::{self, Refusal};
 use crate::store::log::{self, Row};
 use crate::store::{Applied, Change, MessageInfo, NewEvent, StoreError, Viewer};
 
@@ -86,13 +88,13 @@ pub(super) fn apply_one(w: &mut Writer, ev: &NewEvent) -> Result<Applied, StoreE
                 body: body.clone(),
             }
         }
-        Change::Delete {
-            target: t,
-            moderator,
-        } => {
+        Change::Delete { target: t } => {
             let (author, _, deleted) = target(&w.conn, rid, *t)?;
-            if author != uid && !moderator {
-                return Err(StoreError::NotAllowed);
+            if author != uid {
+                let (kind, _) = room_facts(&w.conn, rid)?;
+                if !moderation::may_delete_others(kind, role_ids(&w.conn, rid, uid)?) {
+                    return Err(StoreError::NotAllowed);
+                }
             }
             if deleted {
                 return Ok(nothing(ev));
@@ -124,8 +126,20 @@ pub(super) fn apply_one(w: &mut Writer, ev: &NewEvent) -> Result<Applied, StoreE
                 emoji: emoji.clone(),
             }
         }
-        Change::Topic { topic } => EventKind::Topic {
-            topic: topic.clone(),
+        Change::Topic { topic } => {
+            let (kind, settings) = room_facts(&w.conn, rid)?;
+            moderation::may_set_topic(kind, settings, role_ids(&w.conn, rid, uid)?)
+                .map_err(StoreError::Refused)?;
+            EventKind::Topic {
+                topic: topic.clone(),
+            }
+        }
+        Change::Kick { .. }
+        | Change::Ban { .. }
+        | Change::Unban { .. }
+        | Change::SetRole { .. } => match rules::decide(w, rid, uid, &ev.from, &ev.change)? {
+            Some(what) => what,
+            None => return Ok(nothing(ev)),
         },
         Change::Join => {
             let member: bool = w
@@ -136,6 +150,9 @@ pub(super) fn apply_one(w: &mut Writer, ev: &NewEvent) -> Result<Applied, StoreE
                 .query_row(params![rid, uid], |r| r.get(0))?;
             if member {
                 return Ok(nothing(ev));
+            }
+            if banned_ids(&w.conn, rid, uid)? {
+                return Err(StoreError::Refused(Refusal::Banned));
             }
             EventKind::Join
         }
@@ -280,11 +297,11 @@ fn effects(
             c.prepare_cached("DELETE FROM members WHERE room_id = ?1 AND user_id = ?2")?
                 .execute(params![rid, uid])?;
         }
-        EventKind::Message { .. }
-        | EventKind::Kick { .. }
+        EventKind::Kick { .. }
         | EventKind::Ban { .. }
         | EventKind::Unban { .. }
-        | EventKind::Role { .. } => {}
+        | EventKind::Role { .. } => rules::effects(w, rid, uid, ts, what)?,
+        EventKind::Message { .. } => {}
     }
     Ok(())
 }

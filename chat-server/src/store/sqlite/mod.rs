@@ -27,6 +27,7 @@ use super::{
 use chat_proto::{ReadState, RoomEvent};
 
 mod log;
+mod moderation;
 mod search;
 
 mod accounts;
@@ -243,6 +244,21 @@ INSERT INTO messages_fts (rowid, body)
     SELECT (room_id << 32) + seq, body FROM messages
     WHERE kind = 0 AND NOT deleted AND seq < 4294967296;
 "#,
+    // Moderation (protocol 2, store/sqlite/moderation.rs): a member's role (`member` or
+    // `moderator`; the owner is `rooms.owner_id`), what a room leaves to its members, and bans.
+    r#"
+ALTER TABLE members ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+ALTER TABLE rooms ADD COLUMN members_set_topic INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE rooms ADD COLUMN members_invite INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE bans (
+    room_id INTEGER NOT NULL REFERENCES rooms(id),
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    by_id INTEGER NOT NULL REFERENCES users(id),
+    ts INTEGER NOT NULL,
+    reason TEXT,
+    PRIMARY KEY (room_id, user_id)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// A serving server's claim on its database file: one `chat-server` per file. Two would each
@@ -348,12 +364,16 @@ fn room_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RoomRecord> {
         topic: row.get(3)?,
         epoch: row.get(4)?,
         owner: row.get(5)?,
+        settings: chat_proto::RoomSettings {
+            members_set_topic: row.get(6)?,
+            members_invite: row.get(7)?,
+        },
     })
 }
 
 /// A room's columns as [`room_from_row`] reads them, from `rooms` (aliased or not).
-const ROOM_COLUMNS: &str =
-    "name, kind, visibility, topic, epoch, (SELECT u.name FROM users u WHERE u.id = owner_id)";
+const ROOM_COLUMNS: &str = "name, kind, visibility, topic, epoch,
+    (SELECT u.name FROM users u WHERE u.id = owner_id), members_set_topic, members_invite";
 
 fn new_epoch() -> String {
     format!("{:016x}", rand::random::<u64>())
@@ -782,6 +802,7 @@ fn insert_room(
             topic: topic.to_owned(),
             epoch,
             owner: owner.map(|o| o.1.to_owned()),
+            settings: chat_proto::RoomSettings::default(),
         },
     ))
 }
@@ -945,7 +966,9 @@ impl Store for SqliteStore {
                 "SELECT {ROOM_COLUMNS},
                     (SELECT COUNT(*) FROM members m WHERE m.room_id = r.id),
                     EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.user_id = ?1),
-                    r.id
+                    r.id,
+                    (SELECT CASE WHEN r.owner_id = m.user_id THEN 'owner' ELSE m.role END
+                     FROM members m WHERE m.room_id = r.id AND m.user_id = ?1)
                  FROM rooms r
                  WHERE r.name > ?2 AND (r.visibility = 'public'
                     OR EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.user_id = ?1)
@@ -954,16 +977,18 @@ impl Store for SqliteStore {
             ))?;
             let rows = stmt.query_map(params![uid, after, limit], |r| {
                 let rec = room_from_row(r)?;
+                let role: Option<String> = r.get(11)?;
                 Ok((
-                    r.get::<_, i64>(8)?,
+                    r.get::<_, i64>(10)?,
                     RoomInfo {
                         room: rec.name,
                         kind: rec.kind,
                         visibility: rec.visibility,
                         topic: rec.topic,
-                        members: r.get::<_, i64>(6)? as u64,
-                        joined: r.get(7)?,
+                        members: r.get::<_, i64>(8)? as u64,
+                        joined: r.get(9)?,
                         read: None,
+                        role: role.as_deref().and_then(crate::store::log::parse_role),
                     },
                 ))
             })?;
@@ -1005,7 +1030,7 @@ impl Store for SqliteStore {
                 .query_row(
                     &format!("SELECT {ROOM_COLUMNS}, id FROM rooms WHERE name = ?1"),
                     [&name],
-                    |r| Ok((r.get::<_, i64>(6)?, room_from_row(r)?)),
+                    |r| Ok((r.get::<_, i64>(8)?, room_from_row(r)?)),
                 )
                 .optional()?;
             let (rid, rec) = match existing {
@@ -1055,6 +1080,52 @@ impl Store for SqliteStore {
         let (room, user) = (room.to_owned(), user.to_owned());
         self.read(move |c| pair_exists(c, PairTable::Members, &room, &user))
             .await
+    }
+
+    async fn role(&self, room: &str, user: &str) -> Result<Option<chat_proto::Role>, StoreError> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.read(move |c| moderation::role(c, &room, &user)).await
+    }
+
+    async fn roles_of(
+        &self,
+        room: &str,
+        users: &[String],
+    ) -> Result<HashMap<String, chat_proto::Role>, StoreError> {
+        let (room, users) = (room.to_owned(), users.to_vec());
+        self.read(move |c| moderation::roles_of(c, &room, &users))
+            .await
+    }
+
+    async fn is_banned(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.read(move |c| moderation::is_banned(c, &room, &user))
+            .await
+    }
+
+    async fn bans(
+        &self,
+        room: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<chat_proto::BanInfo>, StoreError> {
+        let (room, after) = (room.to_owned(), after.unwrap_or("").to_owned());
+        self.read(move |c| moderation::bans(c, &room, &after, limit))
+            .await
+    }
+
+    async fn configure_room(
+        &self,
+        room: &str,
+        user: &str,
+        members_set_topic: Option<bool>,
+        members_invite: Option<bool>,
+    ) -> Result<chat_proto::RoomSettings, StoreError> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.write(move |c| {
+            moderation::configure_room(c, &room, &user, members_set_topic, members_invite)
+        })
+        .await
     }
 
     async fn members(
@@ -1120,6 +1191,7 @@ impl Store for SqliteStore {
                 "reactions",
                 "read_state",
                 "mentions",
+                "bans",
             ] {
                 w.conn
                     .execute(&format!("DELETE FROM {table} WHERE room_id = ?1"), [rid])?;
