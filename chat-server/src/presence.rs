@@ -216,6 +216,13 @@ impl RoomPresence {
         changes
     }
 
+    /// Forgets what other nodes said about `user`, without a change to tell: they stopped being
+    /// a member (left, kicked, banned), which the room hears of as such, and the offline news
+    /// their nodes send after it then changes nothing.
+    pub fn forget_remote(&mut self, user: &str) {
+        self.remote.remove(user);
+    }
+
     /// Forgets everything `node` said (it stopped, or its entries lapsed).
     pub fn drop_node(&mut self, node: &str, now: Option<Instant>) -> Vec<Change> {
         let users: Vec<Arc<str>> = self
@@ -349,6 +356,23 @@ mod tests {
         assert_eq!(p.status_of("ann"), Status::Online);
         // Node b stops: offline.
         assert_eq!(p.drop_node("b", None), vec![(ann.clone(), Status::Offline)]);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_departed_member_is_forgotten_without_a_change() {
+        let mut p = RoomPresence::default();
+        let (cat, n, t) = (
+            Arc::<str>::from("cat"),
+            Arc::<str>::from("n2"),
+            Instant::now(),
+        );
+        let until = t + Duration::from_secs(30);
+        p.set_remote(&n, &cat, Status::Online, until);
+        p.forget_remote("cat");
+        assert_eq!(p.status_of("cat"), Status::Offline);
+        // Her node's own news of it, arriving after, changes nothing.
+        assert_eq!(p.set_remote(&n, &cat, Status::Offline, until), None);
         assert!(p.is_empty());
     }
 

@@ -50,6 +50,7 @@ pub const TRANSCRIPTS: &[Transcript] = &[
     t!("27_edits_deletes"),
     t!("28_reactions_replies"),
     t!("29_read_state"),
+    t!("31_moderation"),
     t!("32_search"),
     t!("33_negotiation_and_pacing"),
     t!("34_numbers_nulls_and_refs"),

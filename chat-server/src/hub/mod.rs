@@ -692,6 +692,7 @@ impl Hub {
         });
         if let Some(room) = self.room(room_name) {
             let mut room = lock(&room);
+            room.presence.forget_remote(user);
             for (id, outbox) in &conns {
                 room.remove_sub(room_name, *id, false, &self.config);
                 if Some(*id) != except {
