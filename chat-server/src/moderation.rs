@@ -70,7 +70,7 @@ pub enum Act {
 }
 
 /// Whether `actor` (with role `actor_role`) may do `act` to `target` (with `target_role`) in a
-/// room of `kind`. `target_exists` is whether there is such a user at all.
+/// room of `kind`. Whether the target user exists at all is the caller's to check after.
 pub fn may(
     kind: RoomKind,
     act: Act,
